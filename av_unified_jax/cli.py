@@ -1,0 +1,33 @@
+"""Dispatch of main.py's modes. Each mode is one function; errors become one-line messages."""
+
+from __future__ import annotations
+
+import sys
+
+
+class UserError(Exception):
+  """A problem with the user's input (paths, flags, data): printed as one line, exit code 2."""
+
+
+def _not_available(mode: str):
+  def run(config, flags, **_):
+    raise UserError(f"--mode={mode} is not available yet in this version of av_unified_jax.")
+  return run
+
+
+# mode name -> callable(config, flags, default_job=bool) -> int exit code.
+MODES = {
+    "train": _not_available("train"),
+    "eval": _not_available("eval"),
+    "predict": _not_available("predict"),
+    "export": _not_available("export"),
+    "summary": _not_available("summary"),
+}
+
+
+def run(mode: str, config, flags, default_job: bool = False) -> int:
+  try:
+    return MODES[mode](config, flags, default_job=default_job) or 0
+  except UserError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
