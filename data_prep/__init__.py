@@ -1,1 +1,1 @@
-"""Dataset preparation: converters from the benchmarks' distributed layouts to shards, and the demo data."""
+"""Dataset preparation: benchmark converters to shards, and the demo dataset."""
