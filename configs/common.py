@@ -95,6 +95,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.prefetch = 2  # Batches prefetched per worker.
   c.data.train_split = "train"  # Split used for training.
   c.data.eval_split = "test"  # Split used for evaluation.
+  c.data.synthetic = False  # Train on deterministic random batches (tests, speed checks).
 
   # Task mixture: per task, the converted dataset it reads and its sampling weight.
   c.tasks = ml_collections.ConfigDict()
