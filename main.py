@@ -28,6 +28,12 @@ flags.DEFINE_string("out", None, "predict: output directory.")
 flags.DEFINE_string("export_dir", None, "export: output directory.")
 flags.DEFINE_enum("dtype", "float32", ("float32", "bfloat16"), "export: weight dtype.")
 flags.DEFINE_bool("verify", False, "export: compare the PyTorch model with the JAX model.")
+flags.DEFINE_bool("distributed", False,
+                  "Multi-host: call jax.distributed.initialize() first (the cluster is detected, "
+                  "or given by --coordinator_address, --num_processes and --process_id).")
+flags.DEFINE_string("coordinator_address", None, "Multi-host: coordinator host:port.")
+flags.DEFINE_integer("num_processes", None, "Multi-host: number of processes.")
+flags.DEFINE_integer("process_id", None, "Multi-host: index of this process.")
 
 FLAGS = flags.FLAGS
 
