@@ -15,9 +15,33 @@ def _not_available(mode: str):
   return run
 
 
+def initialize_distributed(flags) -> None:
+  """`jax.distributed.initialize` for `--distributed` runs (before any device is touched)."""
+  if not getattr(flags, "distributed", False):
+    return
+  import jax
+
+  jax.distributed.initialize(coordinator_address=flags.coordinator_address,
+                             num_processes=flags.num_processes, process_id=flags.process_id)
+
+
+def train(config, flags, **_) -> int:
+  """--mode=train: trains in --workdir (resuming from its latest checkpoint)."""
+  if not flags.workdir:
+    raise UserError("--mode=train needs --workdir=W (checkpoints, logs and results go there)")
+  initialize_distributed(flags)
+  from av_unified_jax import train as train_lib
+
+  try:
+    return train_lib.train_and_evaluate(config, flags.workdir)
+  except train_lib.NonFiniteLossError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 1
+
+
 # mode name -> callable(config, flags, default_job=bool) -> int exit code.
 MODES = {
-    "train": _not_available("train"),
+    "train": train,
     "eval": _not_available("eval"),
     "predict": _not_available("predict"),
     "export": _not_available("export"),

@@ -1,0 +1,224 @@
+"""Train state, optimizer and the pure step functions (`make_train_step`, `make_eval_step`).
+
+The train step is `fn(state, batch, rng) -> (state, metrics)`: jit it once with shardings and
+`donate_argnums=(0,)`. Inside, the dropout key is `fold_in(rng, state.step)`, so a resumed run
+draws the same keys as an uninterrupted one.
+
+Loss (per optimizer step, see `compute_loss`):
+  token = sum_b loss_weight[task_b] * sum_t w_bt * ce_bt / sum_bt w_bt
+  total = token + loss.contrastive_weight * contrastive + loss.mil_weight * mil
+where `ce` is the (label-smoothed) token cross-entropy, `w` the target weights built by the
+input pipeline, the contrastive loss aligns `audio_embed` with `visual_embed` over valid
+segments, and the MIL loss is the binary cross-entropy of `mil_video_probs` against the weak
+labels of the examples that have them (`has_weak`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+
+from av_unified_jax.models import losses
+
+TASKS = ("ave", "avvp", "avqa", "ssl", "avs")  # task_id indexes this tuple.
+
+Batch = Mapping[str, jax.Array]
+Metrics = dict[str, jax.Array]
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Everything a checkpoint needs besides the input iterator.
+
+  Attributes:
+    step: int32[] number of optimizer steps taken.
+    params: the model parameters (a pytree of float32 arrays).
+    opt_state: the optimizer state (same tree structure as `tx.init(params)`).
+  """
+  step: jax.Array
+  params: Any
+  opt_state: Any
+
+
+# ----------------------------------------------------------------------------- optimizer
+def make_schedule(optim_cfg, total_steps: int) -> optax.Schedule:
+  """Linear warmup from 0 to `learning_rate`, then cosine decay to `end_lr_fraction` of it."""
+  peak = float(optim_cfg.learning_rate)
+  warmup = int(optim_cfg.warmup_steps)
+  return optax.warmup_cosine_decay_schedule(
+      init_value=0.0, peak_value=peak, warmup_steps=warmup,
+      decay_steps=max(int(total_steps), warmup + 1),
+      end_value=peak * float(optim_cfg.end_lr_fraction))
+
+
+def _decay_mask(params):
+  """Weight decay on matrices and embeddings only (not on biases, norm scales)."""
+  return jax.tree.map(lambda p: jnp.ndim(p) >= 2, params)
+
+
+def make_optimizer(optim_cfg, total_steps: int) -> tuple[optax.GradientTransformation,
+                                                         optax.Schedule]:
+  """AdamW with the warmup + cosine schedule, after global-norm gradient clipping."""
+  schedule = make_schedule(optim_cfg, total_steps)
+  parts = []
+  if optim_cfg.grad_clip_norm > 0:
+    parts.append(optax.clip_by_global_norm(float(optim_cfg.grad_clip_norm)))
+  parts.append(optax.adamw(schedule, b1=float(optim_cfg.b1), b2=float(optim_cfg.b2),
+                           weight_decay=float(optim_cfg.weight_decay), mask=_decay_mask))
+  return optax.chain(*parts), schedule
+
+
+# ----------------------------------------------------------------------------- loss
+def task_loss_weights(config) -> jax.Array:
+  """float32[num_tasks]: `config.tasks.<task>.loss_weight` in `TASKS` order."""
+  return jnp.asarray([float(config.tasks[t].loss_weight) for t in TASKS], jnp.float32)
+
+
+def compute_loss(outputs: Mapping[str, jax.Array], batch: Batch, loss_cfg,
+                 task_weights: jax.Array) -> tuple[jax.Array, Metrics]:
+  """Total loss and its parts for one (micro-)batch.
+
+  Args:
+    outputs: the model's output dict (`logits` float32[B, Lt, V], `audio_embed` and
+      `visual_embed` float32[B, T, D], `mil_video_probs` float32[B, C], ...).
+    batch: the input dict (`target_tokens` int32[B, Lt], `target_weights` float32[B, Lt],
+      `task_id` int32[B], `segment_mask` bool[B, T], `weak_labels` float32[B, C],
+      `has_weak` bool[B]).
+    loss_cfg: `config.loss`.
+    task_weights: float32[num_tasks] per-task weight of the token loss.
+  Returns:
+    (loss float32[], metrics): metrics hold the summed parts needed for logging:
+    `task_loss_sum` / `task_token_count` float32[num_tasks], `token_loss`, `contrastive`,
+    `mil`, `target_tokens`, `examples`.
+  """
+  weights = batch["target_weights"].astype(jnp.float32)  # [B, Lt]
+  ce = losses.token_cross_entropy(outputs["logits"], batch["target_tokens"],
+                                  label_smoothing=loss_cfg.label_smoothing)  # [B, Lt]
+  example_sum = jnp.sum(ce * weights, axis=-1)  # [B]
+  example_count = jnp.sum(weights, axis=-1)  # [B]
+  onehot = jax.nn.one_hot(batch["task_id"], len(TASKS), dtype=jnp.float32)  # [B, num_tasks]
+  total_count = jnp.maximum(jnp.sum(example_count), 1.0)
+  token_loss = jnp.sum(example_sum * (onehot @ task_weights)) / total_count
+
+  contrastive = losses.contrastive_loss(
+      outputs["audio_embed"], outputs["visual_embed"], batch["segment_mask"],
+      temperature=loss_cfg.contrastive_temperature)
+  mil = losses.mil_bce(outputs["mil_video_probs"], batch["weak_labels"], batch["has_weak"])
+  loss = token_loss + loss_cfg.contrastive_weight * contrastive + loss_cfg.mil_weight * mil
+  metrics = {
+      "task_loss_sum": example_sum @ onehot,  # [num_tasks]
+      "task_token_count": example_count @ onehot,  # [num_tasks]
+      "token_loss": token_loss,
+      "contrastive": contrastive,
+      "mil": mil,
+      "target_tokens": jnp.sum(example_count),
+      "examples": jnp.asarray(batch["task_id"].shape[0], jnp.float32),
+  }
+  return loss, metrics
+
+
+# ----------------------------------------------------------------------------- steps
+def _split_microbatches(batch: Batch, num: int) -> Batch:
+  """Leaves [B, ...] -> [num, B / num, ...]; micro-batch i takes examples i, i + num, ...
+
+  Taking every num-th example keeps each device's rows on that device (no resharding).
+  """
+  def split(x):
+    if x.shape[0] % num:
+      raise ValueError(f"batch size {x.shape[0]} is not divisible by optim.grad_accum_steps="
+                       f"{num}; pick a divisor of data.batch_size")
+    x = x.reshape((x.shape[0] // num, num) + x.shape[1:])  # [B / num, num, ...]
+    return jnp.swapaxes(x, 0, 1)  # [num, B / num, ...]
+  return jax.tree.map(split, dict(batch))
+
+
+def make_train_step(model, tx: optax.GradientTransformation, schedule: optax.Schedule,
+                    config) -> Callable[[TrainState, Batch, jax.Array], tuple[TrainState,
+                                                                             Metrics]]:
+  """Returns `train_step(state, batch, rng) -> (new_state, metrics)` (pure; jit it).
+
+  With `optim.grad_accum_steps = A > 1`, the batch is split into A micro-batches whose
+  gradients are averaged before one optimizer update.
+  """
+  loss_cfg = config.loss
+  task_weights = task_loss_weights(config)
+  accum = int(config.optim.grad_accum_steps)
+  if accum < 1:
+    raise ValueError(f"optim.grad_accum_steps={accum} must be >= 1")
+
+  def loss_fn(params, batch, rng):
+    outputs = model.apply({"params": params}, batch, train=True, rngs={"dropout": rng})
+    return compute_loss(outputs, batch, loss_cfg, task_weights)
+
+  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+  def accumulated_grads(params, batch, rng):
+    if accum == 1:
+      return grad_fn(params, batch, rng)
+    micro = _split_microbatches(batch, accum)
+
+    def body(carry, inputs):
+      index, mb = inputs
+      (loss, metrics), grads = grad_fn(params, mb, jax.random.fold_in(rng, index))
+      return jax.tree.map(jnp.add, carry, ((loss, metrics), grads)), None
+
+    shapes = jax.eval_shape(grad_fn, params, jax.tree.map(lambda x: x[0], micro), rng)
+    zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+    total, _ = jax.lax.scan(body, zeros, (jnp.arange(accum), micro))
+    (loss, metrics), grads = total
+    mean = lambda x: x / accum
+    metrics = {k: (v if k in _SUMMED else mean(v)) for k, v in metrics.items()}
+    return (mean(loss), metrics), jax.tree.map(mean, grads)
+
+  def train_step(state: TrainState, batch: Batch, rng: jax.Array):
+    step_rng = jax.random.fold_in(rng, state.step)
+    (loss, metrics), grads = accumulated_grads(state.params, batch, step_rng)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = dict(metrics, loss=loss, grad_norm=optax.global_norm(grads),
+                   lr=schedule(state.step))
+    new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
+    return new_state, metrics
+
+  return train_step
+
+
+# Metrics that are sums over the batch (added across micro-batches, not averaged).
+_SUMMED = ("task_loss_sum", "task_token_count", "target_tokens", "examples")
+
+
+def make_eval_step(model, config) -> Callable[[Any, Batch], Metrics]:
+  """Returns `eval_step(params, batch) -> metrics`: teacher-forced losses, no dropout.
+
+  The metrics are `compute_loss`'s (sums per task, so they add up across batches) plus `loss`.
+  """
+  loss_cfg = config.loss
+  task_weights = task_loss_weights(config)
+
+  def eval_step(params, batch):
+    outputs = model.apply({"params": params}, batch, train=False)
+    loss, metrics = compute_loss(outputs, batch, loss_cfg, task_weights)
+    return dict(metrics, loss=loss)
+
+  return eval_step
+
+
+def host_scalars(metrics: Mapping[str, Any], prefix: str = "train") -> dict[str, float]:
+  """Device metrics (already fetched to host) -> flat `{"train/loss": ..., ...}` floats.
+
+  Per-task losses `<prefix>/loss/<task>` are reported only for tasks present in the batch.
+  """
+  out = {f"{prefix}/loss": float(metrics["loss"])}
+  for name in ("token_loss", "contrastive", "mil", "grad_norm", "lr"):
+    if name in metrics:
+      out[f"{prefix}/{name}"] = float(metrics[name])
+  for i, task in enumerate(TASKS):
+    count = float(metrics["task_token_count"][i])
+    if count > 0:
+      out[f"{prefix}/loss/{task}"] = float(metrics["task_loss_sum"][i]) / count
+  return out

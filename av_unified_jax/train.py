@@ -1,0 +1,279 @@
+"""The training function: mesh -> data -> abstract state -> shardings -> step functions ->
+restore -> loop -> final evaluation. One flat function in sections, each calling a helper.
+
+  exit_code = train_and_evaluate(config, workdir)
+
+Writes under the work directory W: `config.json`, `metrics.jsonl`, `tensorboard/`,
+`checkpoints/<step>/` (orbax), and whatever the evaluation hook writes (`eval/<step>/`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
+
+from av_unified_jax import checkpointing, metric_writers, steps, synthetic
+
+# evaluate_fn(state, step) -> {task: {metric: value}} (or None); called on eval steps.
+EvaluateFn = Callable[[steps.TrainState, int], Mapping[str, Mapping[str, float]] | None]
+
+
+class NonFiniteLossError(RuntimeError):
+  """The training loss became NaN or infinite; the message names the step."""
+
+
+@dataclasses.dataclass
+class TrainContext:
+  """What an evaluation hook may need; given to `make_evaluate_fn(ctx)`."""
+  config: Any
+  workdir: Path
+  model: Any
+  mesh: jax.sharding.Mesh
+  state_shardings: Any
+  data: Any
+
+
+def train_and_evaluate(config, workdir: str | Path, *,
+                       make_evaluate_fn: Callable[[TrainContext], EvaluateFn] | None = None,
+                       progress: bool | None = None) -> int:
+  """Trains `config` in `workdir`, resuming from its latest checkpoint; returns 0 when done.
+
+  Raises NonFiniteLossError (after keeping the last good checkpoint) if the loss diverges.
+  A SIGTERM saves a checkpoint at the next step and returns 0.
+  """
+  workdir = Path(workdir)
+  is_primary = jax.process_index() == 0
+
+  # ---- Mesh.
+  mesh = make_mesh(config)
+  rules = tuple(tuple(r) for r in config.logical_axis_rules)
+
+  # ---- Data (each process reads its own part of every global batch).
+  data = make_train_data(config)
+
+  # ---- Model and abstract (shape-only) train state.
+  model = build_model(config, data.vocab_size, data.num_classes)
+  tx, schedule = steps.make_optimizer(config.optim, config.total_steps)
+  init_rng, dropout_rng = jax.random.split(jax.random.key(config.seed))
+  init_fn = make_init_fn(model, tx, data.batch_spec)
+  abstract_boxed = jax.eval_shape(init_fn, init_rng)
+
+  # ---- Shardings: logical axis names -> mesh axes.
+  state_shardings = nn.logical_to_mesh_sharding(
+      nn.get_partition_spec(abstract_boxed), mesh, rules)
+  abstract_state = checkpointing.with_shardings(
+      checkpointing.unbox(abstract_boxed), state_shardings)
+  batch_shardings = batch_sharding_tree(data.batch_spec, mesh, rules)
+  replicated = NamedSharding(mesh, PartitionSpec())
+
+  # ---- Step functions (jitted once, the state donated).
+  train_step = jax.jit(
+      steps.make_train_step(model, tx, schedule, config),
+      in_shardings=(state_shardings, batch_shardings, replicated),
+      out_shardings=(state_shardings, replicated),
+      donate_argnums=(0,))
+  init_state = jax.jit(lambda r: checkpointing.unbox(init_fn(r)), out_shardings=state_shardings)
+
+  # ---- Restore the latest checkpoint, or initialize.
+  manager = checkpointing.make_manager(workdir, config.keep_checkpoints)
+  start_step = manager.latest_step() or 0
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    if start_step:
+      state = checkpointing.restore(manager, start_step, abstract_state, data.iterator)
+    else:
+      state = init_state(init_rng)
+  writer = metric_writers.MetricWriter(
+      workdir, total_steps=config.total_steps, start_step=start_step, is_primary=is_primary,
+      progress=progress)
+  writer.write_config(config)
+  writer.write_text(describe_run(config, mesh, abstract_state, start_step))
+  evaluate_fn = None
+  if make_evaluate_fn is not None:
+    evaluate_fn = make_evaluate_fn(TrainContext(config, workdir, model, mesh, state_shardings,
+                                                data))
+
+  # ---- Loop.
+  watcher = checkpointing.PreemptionWatcher(manager)
+  pending: list[tuple[int, dict]] = []  # Device metrics of the steps not yet checked.
+  meter = ThroughputMeter(start_step, config.data.batch_size)
+  step, evaluated_at = start_step, None
+  try:
+    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+      for step in range(start_step + 1, config.total_steps + 1):
+        batch = to_global_batch(next(data.iterator), batch_shardings, data.batch_spec)
+        state, metrics = train_step(state, batch, dropout_rng)
+        pending.append((step, metrics))
+        writer.progress(step)
+        is_last = step == config.total_steps
+        preempted = watcher.reached(step)
+        log_now = step % config.log_every_steps == 0 or is_last
+        save_now = step % config.checkpoint_every_steps == 0 or is_last or preempted
+        if log_now or save_now:
+          check_finite(pending)  # Before any save: never checkpoint a diverged state.
+          pending.clear()
+        if log_now:
+          writer.write_scalars(step, {**steps.host_scalars(jax.device_get(metrics)),
+                                      **meter.scalars(step)})
+        if save_now:
+          checkpointing.save(manager, step, state, data.iterator)
+        if preempted:
+          manager.wait_until_finished()
+          writer.write_text(f"SIGTERM: saved checkpoint {step} in {workdir}; exiting.")
+          return 0
+        if evaluate_fn is not None and (step % config.eval_every_steps == 0 or is_last):
+          run_evaluation(evaluate_fn, state, step, writer)
+          evaluated_at = step
+
+    # ---- Final evaluation (when the run was already complete before this call).
+    if evaluate_fn is not None and evaluated_at != config.total_steps:
+      with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+        run_evaluation(evaluate_fn, state, step, writer)
+  except NonFiniteLossError as e:
+    manager.wait_until_finished()
+    last_good = manager.latest_step()
+    raise NonFiniteLossError(
+        f"{e}; training stopped, the last good checkpoint is "
+        f"{'step ' + str(last_good) if last_good else 'none'} in "
+        f"{workdir / checkpointing.CHECKPOINT_DIR}. Lower optim.learning_rate or raise "
+        "optim.warmup_steps") from None
+  finally:
+    manager.wait_until_finished()
+    watcher.close()
+    writer.close()
+  return 0
+
+
+# ----------------------------------------------------------------------------- helpers
+def make_mesh(config) -> jax.sharding.Mesh:
+  """The (data, fsdp, tensor) mesh over all devices; one axis of `config.mesh` may be -1."""
+  names = ("data", "fsdp", "tensor")
+  shape = [int(config.mesh[n]) for n in names]
+  n_dev = jax.device_count()
+  if shape.count(-1) > 1:
+    raise ValueError(f"config.mesh={dict(config.mesh)}: at most one axis may be -1")
+  known = math.prod(s for s in shape if s != -1)
+  if -1 in shape:
+    shape[shape.index(-1)] = n_dev // known
+  if math.prod(shape) != n_dev:
+    raise ValueError(f"config.mesh={dict(config.mesh)} needs {math.prod(shape)} devices, "
+                     f"but {n_dev} are available; change config.mesh")
+  return jax.make_mesh(tuple(shape), names,
+                       axis_types=(jax.sharding.AxisType.Auto,) * len(names))
+
+
+@dataclasses.dataclass
+class TrainData:
+  """The training input: a per-process batch iterator with `get_state`/`set_state`, the global
+  batch's shapes (`{field: jax.ShapeDtypeStruct}`), and the vocabulary and class counts."""
+  iterator: Any
+  batch_spec: dict[str, jax.ShapeDtypeStruct]
+  vocab_size: int
+  num_classes: int
+
+
+SYNTHETIC_VOCAB_SIZE = 256
+SYNTHETIC_NUM_CLASSES = 25
+
+
+def make_train_data(config) -> TrainData:
+  """The training input of `config` for this process (synthetic when `data.synthetic`)."""
+  if not config.data.synthetic:
+    raise ValueError("training from shards needs av_unified_jax.data.pipeline, which is not in "
+                     "this version; set --config.data.synthetic=True")
+  from av_unified_jax import models
+
+  mcfg = models.model_config_from(config.model)
+  spec = synthetic.SyntheticSpec(
+      batch_size=config.data.batch_size, num_segments=config.data.num_segments,
+      image_size=config.data.image_size, mel_frames=mcfg.mel_frames, mel_bins=mcfg.mel_bins,
+      prompt_len=config.tokens.max_prompt_len, target_len=config.tokens.max_target_len,
+      vocab_size=SYNTHETIC_VOCAB_SIZE, num_classes=SYNTHETIC_NUM_CLASSES)
+  iterator = synthetic.SyntheticIterator(spec, config.seed, jax.process_index(),
+                                         jax.process_count())
+  example = synthetic.make_batch(dataclasses.replace(spec, batch_size=1), config.seed, 0)
+  batch_spec = {k: jax.ShapeDtypeStruct((spec.batch_size,) + v.shape[1:], v.dtype)
+                for k, v in example.items()}
+  return TrainData(iterator, batch_spec, SYNTHETIC_VOCAB_SIZE, SYNTHETIC_NUM_CLASSES)
+
+
+def build_model(config, vocab_size: int, num_classes: int):
+  """`models.AVUnified` for `config.model` with the data's vocabulary and class count."""
+  from av_unified_jax import models
+
+  cfg = models.model_config_from(config.model, vocab_size=vocab_size,
+                                 num_mil_classes=num_classes)
+  return models.AVUnified(cfg)
+
+
+def make_init_fn(model, tx, batch_spec: Mapping[str, jax.ShapeDtypeStruct]):
+  """`init_fn(rng) -> TrainState` with boxed (logically partitioned) params; a batch of one."""
+  def init_fn(rng):
+    dummy = {k: jnp.zeros((1,) + s.shape[1:], s.dtype) for k, s in batch_spec.items()}
+    params = model.init({"params": rng, "dropout": rng}, dummy, train=False)["params"]
+    return steps.TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                            opt_state=tx.init(params))
+  return init_fn
+
+
+def batch_sharding_tree(batch_spec, mesh, rules) -> dict[str, NamedSharding]:
+  """Every batch field sharded along its leading (batch) axis by the `batch` rule."""
+  spec = nn.logical_to_mesh_axes(("batch",), rules)
+  return {k: NamedSharding(mesh, spec) for k in batch_spec}
+
+
+def to_global_batch(local: Mapping[str, np.ndarray], shardings, batch_spec) -> dict:
+  """This process's rows of a batch -> global `jax.Array`s (the one host->device transfer)."""
+  missing = sorted(set(batch_spec) - set(local))
+  if missing:
+    raise ValueError(f"input batch lacks fields {missing}")
+  return {k: jax.make_array_from_process_local_data(shardings[k], np.asarray(local[k]),
+                                                    batch_spec[k].shape)
+          for k in batch_spec}
+
+
+def check_finite(pending: list[tuple[int, dict]]) -> None:
+  """Raises NonFiniteLossError naming the first step whose loss is NaN or infinite."""
+  losses = jax.device_get([m["loss"] for _, m in pending])
+  for (step, _), loss in zip(pending, losses, strict=True):
+    if not np.isfinite(loss):
+      raise NonFiniteLossError(f"non-finite training loss ({float(loss)}) at step {step}")
+
+
+class ThroughputMeter:
+  """steps/s and examples/s between consecutive log steps."""
+
+  def __init__(self, step: int, global_batch_size: int):
+    self._step, self._time, self._batch = step, time.perf_counter(), global_batch_size
+
+  def scalars(self, step: int) -> dict[str, float]:
+    now = time.perf_counter()
+    rate = (step - self._step) / max(now - self._time, 1e-9)
+    self._step, self._time = step, now
+    return {"train/steps_per_s": rate, "train/examples_per_s": rate * self._batch}
+
+
+def run_evaluation(evaluate_fn: EvaluateFn, state, step: int, writer) -> None:
+  """Calls the evaluation hook and logs its `{task: {metric: value}}` as `eval/<task>/<m>`."""
+  results = evaluate_fn(state, step)
+  if results:
+    writer.write_scalars(step, {f"eval/{task}/{name}": float(value)
+                                for task, metrics in results.items()
+                                for name, value in metrics.items()})
+
+
+def describe_run(config, mesh, abstract_state, start_step: int) -> str:
+  n_params = sum(math.prod(x.shape) for x in jax.tree.leaves(abstract_state.params))
+  where = f"resuming from step {start_step}" if start_step else "from scratch"
+  return (f"training {config.model.variant} ({n_params:,} parameters) for "
+          f"{config.total_steps} steps on mesh {dict(mesh.shape)} "
+          f"({jax.process_count()} process(es)), {where}")
