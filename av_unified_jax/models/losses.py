@@ -1,0 +1,110 @@
+"""Losses: weighted token cross-entropy, audio-visual contrastive loss, MIL BCE.
+
+Each returns `(sum, normalizer)` pairs or a mean as documented, all float32 scalars, so a
+trainer can combine micro-batches exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import optax
+
+
+def token_cross_entropy(logits, targets, weights, label_smoothing: float = 0.0):
+  """Weighted token cross-entropy with optional label smoothing.
+
+  Args: logits float[B, L, V]; targets int32[B, L]; weights float32[B, L] (0 = ignore);
+    label_smoothing in [0, 1): mass spread uniformly over the vocabulary.
+  Returns: (sum of weighted per-token losses, sum of weights), float32 scalars.
+  """
+  logits = logits.astype(jnp.float32)
+  vocab = logits.shape[-1]
+  onehot = jax.nn.one_hot(targets, vocab, dtype=jnp.float32)  # [B, L, V]
+  if label_smoothing:
+    onehot = onehot * (1.0 - label_smoothing) + label_smoothing / vocab
+  loss = optax.softmax_cross_entropy(logits, onehot)  # [B, L]
+  weights = weights.astype(jnp.float32)
+  return (loss * weights).sum(), weights.sum()
+
+
+def task_token_weights(target_weights, task_id, task_loss_weights: Sequence[float]):
+  """Scales each example's token weights by its task's loss weight.
+
+  target_weights float32[B, L], task_id int32[B], task_loss_weights: one float per task.
+  Returns float32[B, L].
+  """
+  per_task = jnp.asarray(task_loss_weights, jnp.float32)[task_id]  # [B]
+  return target_weights.astype(jnp.float32) * per_task[:, None]
+
+
+def contrastive_loss(audio_embed, visual_embed, segment_mask, temperature: float = 0.07):
+  """Symmetric InfoNCE between a'_t and s_t of the same clip and segment.
+
+  Negatives are the valid segments of the *other* clips of the batch (segments of the same
+  clip are excluded, since they often show the same source).
+  Args: audio_embed, visual_embed float[B, T, D]; segment_mask bool[B, T].
+  Returns: mean loss over valid segments (float32 scalar; 0 without valid segments).
+  """
+  b, t, d = audio_embed.shape
+  a = _l2_normalize(audio_embed.reshape(b * t, d).astype(jnp.float32))  # [BT, D]
+  v = _l2_normalize(visual_embed.reshape(b * t, d).astype(jnp.float32))
+  valid = segment_mask.reshape(b * t)  # [BT]
+  clip = jnp.repeat(jnp.arange(b), t)  # [BT]
+  eye = jnp.eye(b * t, dtype=bool)
+  keep = (eye | (clip[:, None] != clip[None, :])) & valid[None, :]  # [BT, BT]
+  logits = jnp.where(keep, a @ v.T / temperature, -1e9)  # [BT, BT]
+  labels = jnp.arange(b * t)
+  loss_av = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+  loss_va = optax.softmax_cross_entropy_with_integer_labels(logits.T, labels)
+  w = valid.astype(jnp.float32)
+  return ((loss_av + loss_va) * 0.5 * w).sum() / jnp.maximum(w.sum(), 1.0)
+
+
+def mil_bce(video_probs, weak_labels, has_weak):
+  """Binary cross-entropy of the MIL video probabilities against weak labels.
+
+  Args: video_probs float32[B, C] in [0, 1]; weak_labels float32[B, C]; has_weak bool[B].
+  Returns: mean over examples with weak labels (float32 scalar; 0 if there are none).
+  """
+  p = jnp.clip(video_probs.astype(jnp.float32), 1e-6, 1.0 - 1e-6)
+  y = weak_labels.astype(jnp.float32)
+  bce = -(y * jnp.log(p) + (1.0 - y) * jnp.log1p(-p)).mean(axis=-1)  # [B]
+  w = has_weak.astype(jnp.float32)
+  return (bce * w).sum() / jnp.maximum(w.sum(), 1.0)
+
+
+def _l2_normalize(x):
+  return x * jax.lax.rsqrt(jnp.maximum((x * x).sum(-1, keepdims=True), 1e-12))
+
+
+def model_loss(outputs: Mapping[str, jax.Array], batch: Mapping[str, jax.Array], *,
+               task_loss_weights: Sequence[float] | None = None, label_smoothing: float = 0.0,
+               contrastive_weight: float = 0.0, contrastive_temperature: float = 0.07,
+               mil_weight: float = 0.0):
+  """The total training loss of one batch and its parts.
+
+  Token loss: weighted mean cross-entropy (weights = target_weights x task loss weight).
+  Returns: (loss float32 scalar, dict of float32 scalars `token_loss`, `contrastive_loss`,
+    `mil_loss`, `token_weight`).
+  """
+  weights = batch["target_weights"]
+  if task_loss_weights is not None:
+    weights = task_token_weights(weights, batch["task_id"], task_loss_weights)
+  ce_sum, ce_w = token_cross_entropy(outputs["logits"], batch["target_tokens"], weights,
+                                     label_smoothing)
+  token_loss = ce_sum / jnp.maximum(ce_w, 1e-6)
+  parts = {"token_loss": token_loss, "token_weight": ce_w}
+  total = token_loss
+  if contrastive_weight:
+    parts["contrastive_loss"] = contrastive_loss(
+        outputs["audio_embed"], outputs["visual_embed"], batch["segment_mask"],
+        contrastive_temperature)
+    total = total + contrastive_weight * parts["contrastive_loss"]
+  if mil_weight and "weak_labels" in batch:
+    parts["mil_loss"] = mil_bce(outputs["mil_video_probs"], batch["weak_labels"],
+                                batch["has_weak"])
+    total = total + mil_weight * parts["mil_loss"]
+  return total, parts

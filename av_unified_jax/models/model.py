@@ -1,0 +1,136 @@
+"""AVUnified: perception network, fusion encoder and decoder (DESIGN §4).
+
+    outputs = AVUnified(cfg).apply({"params": p}, batch, train=True, rngs={"dropout": k})
+    memory = model.apply(v, batch, method=AVUnified.encode)
+    logits, vars = model.apply({"params": p, "cache": c}, tokens, memory, decode=True,
+                               method=AVUnified.decode, mutable=["cache"])
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from av_unified_jax.models import decoder as decoder_lib
+from av_unified_jax.models import fusion, heads, spatial, temporal
+from av_unified_jax.models.audio_encoder import AudioEncoder
+from av_unified_jax.models.config import ModelConfig
+from av_unified_jax.models.visual_encoder import VisualEncoder
+
+# Batch fields the model reads (others are ignored); `focus_segment` defaults to segment 0.
+INPUT_FIELDS = ("frames", "log_mel", "segment_mask", "prompt_tokens", "target_tokens")
+
+
+class AVUnified(nn.Module):
+  """The unified audio-visual model.
+
+  Batch (static shapes): frames uint8[B, T, H, W, 3], log_mel float[B, T, F, M],
+  segment_mask bool[B, T], prompt_tokens int32[B, Lp] (0 = pad), target_tokens int32[B, Lt],
+  optional focus_segment int32[B].
+  """
+
+  cfg: ModelConfig
+
+  def setup(self):
+    cfg = self.cfg
+    self.embed = decoder_lib.TokenEmbed(cfg)
+    self.audio_encoder = AudioEncoder(cfg)
+    self.visual_encoder = VisualEncoder(cfg)
+    self.prompt_encoder = fusion.PROMPTS[cfg.use_task_prompts](cfg)
+    self.temporal = temporal.TEMPORAL[cfg.use_temporal_multiscale](cfg)
+    self.spatial = spatial.SPATIAL[cfg.use_spatial_guidance](cfg)
+    self.mil_head = heads.MILHead(cfg)
+    self.fusion = fusion.FusionEncoder(cfg)
+    self.decoder = decoder_lib.Decoder(cfg)
+
+  def __call__(self, batch: Mapping[str, jax.Array], train: bool = False):
+    """Returns a dict:
+      logits float32[B, Lt, V]; loc_maps float32[B, T, h, w]; mil_frame_probs
+      float32[B, T, 2, C]; mil_video_probs float32[B, C]; audio_embed / visual_embed
+      float32[B, T, D]; scale_weights float32[B, S].
+    """
+    memory = self.encode(batch, train=train)
+    inputs = decoder_lib.shift_right(batch["target_tokens"], self.cfg.bos_id)
+    logits = self.decode(inputs, memory, train=train)
+    outputs = {k: v for k, v in memory.items() if k not in ("memory", "memory_mask")}
+    return {"logits": logits, **outputs}
+
+  def encode(self, batch: Mapping[str, jax.Array], train: bool = False):
+    """Perception + fusion. Returns `memory` [B, S, D], `memory_mask` bool[B, S] and the
+    auxiliary outputs listed in `__call__` (all but `logits`)."""
+    _check_batch(batch)
+    segment_mask = batch["segment_mask"].astype(bool)
+    _, a = self.audio_encoder(batch["log_mel"], train)  # a_t [B, T, D]
+    patches, v = self.visual_encoder(batch["frames"], train)  # [B, T, N, D], [B, T, D]
+    prompt_tokens = batch["prompt_tokens"]
+    prompt, prompt_mask, prompt_vec = self.prompt_encoder(
+        self.embed(prompt_tokens), prompt_tokens != 0)
+    a, v, scale_weights = self.temporal(a, v, segment_mask, prompt_vec, train)
+    spatial_out = self.spatial(a, patches, train)
+    frame_probs, video_probs = self.mil_head(a, v, segment_mask)
+    focus_segment = batch.get("focus_segment")
+    if focus_segment is None:
+      focus_segment = jnp.zeros(segment_mask.shape[:1], jnp.int32)
+    focus = fusion.select_focus(patches, spatial_out["maps"], focus_segment)  # [B, N, D]
+    memory, memory_mask = self.fusion(prompt, prompt_mask, a, v, spatial_out["guided"],
+                                      segment_mask, focus, train)
+    b, t, h, w = batch["frames"].shape[:4]
+    p = self.cfg.patch_size
+    loc_maps = spatial_out["maps"].reshape(b, t, h // p, w // p)  # [B, T, h, w]
+    return {"memory": memory, "memory_mask": memory_mask, "loc_maps": loc_maps,
+            "mil_frame_probs": frame_probs, "mil_video_probs": video_probs,
+            "audio_embed": spatial_out["audio_embed"],
+            "visual_embed": spatial_out["visual_embed"], "scale_weights": scale_weights}
+
+  def decode(self, decoder_tokens, memory: Mapping[str, jax.Array], train: bool = False,
+             decode: bool = False):
+    """Decoder tokens int32[B, L] (<bos> first) + `encode`'s dict -> logits float32[B, L, V].
+
+    With `decode=True` pass `mutable=["cache"]`: the tokens are appended after those of
+    earlier calls (see `decoder.Decoder`)."""
+    x = self.embed(decoder_tokens)
+    h = self.decoder(x, memory["memory"], memory["memory_mask"], train=train, decode=decode)
+    return self.embed.attend(h)
+
+
+def _check_batch(batch):
+  missing = [k for k in INPUT_FIELDS[:4] if k not in batch]
+  if missing:
+    raise KeyError(f"the batch lacks {missing}; it has {sorted(batch)} (see models.AVUnified)")
+  b, t = batch["segment_mask"].shape
+  for key, rank in (("frames", 5), ("log_mel", 4)):
+    shape = batch[key].shape
+    if len(shape) != rank or tuple(shape[:2]) != (b, t):
+      raise ValueError(f"batch[{key!r}] has shape {tuple(shape)}; expected rank {rank} "
+                       f"starting with [B, T] = [{b}, {t}] like segment_mask")
+
+
+_SCANNED = re.compile(r"^layers$")
+
+
+def unscan_params(params):
+  """Converts scanned parameters (a `layers` subtree whose leaves have a leading layer axis)
+  to per-layer parameters (`layers_0`, `layers_1`, ...), the layout of `scan_layers=False`.
+
+  Accepts boxed (LogicallyPartitioned) or plain trees; returns a plain nested dict.
+  """
+  params = nn.meta.unbox(params)
+  return _unscan(params)
+
+
+def _unscan(tree):
+  if not isinstance(tree, Mapping):
+    return tree
+  out = {}
+  for key, value in tree.items():
+    if _SCANNED.match(key) and isinstance(value, Mapping):
+      num = jax.tree.leaves(value)[0].shape[0]
+      for i in range(num):
+        out[f"layers_{i}"] = _unscan(jax.tree.map(lambda x, i=i: x[i], value))
+    else:
+      out[key] = _unscan(value)
+  return out
