@@ -7,6 +7,7 @@ with a one-line comment, so a misspelt `--config.key=value` override fails namin
 from __future__ import annotations
 
 import ml_collections
+from ml_collections import config_dict
 
 TASKS = ("ave", "avvp", "avqa", "ssl", "avs")
 
@@ -60,6 +61,7 @@ LOGICAL_AXIS_RULES = (
     ("layers", None),
     ("scales", None),
     ("classes", None),
+    ("types", None),
 )
 
 
@@ -76,6 +78,7 @@ def base_config() -> ml_collections.ConfigDict:
   # Model: a named variant of the size table plus per-field overrides (see av_unified_jax.models).
   c.model = ml_collections.ConfigDict()
   c.model.variant = "tiny"  # One of the size table's variants: tiny, demo, base, large.
+  _model_fields(c.model)
 
   # Tokens (DESIGN §3).
   c.tokens = ml_collections.ConfigDict()
@@ -139,3 +142,38 @@ def base_config() -> ml_collections.ConfigDict:
   c.mesh = mesh_config()
   c.logical_axis_rules = LOGICAL_AXIS_RULES  # Logical axis -> mesh axes (one table).
   return c
+
+
+def _model_fields(m: ml_collections.ConfigDict) -> None:
+  """Every field of `models.ModelConfig`; None (the default) keeps the variant's value."""
+  p = config_dict.placeholder
+  m.vocab_size = p(int)  # Token vocabulary size (normally set from the token layout).
+  m.num_mil_classes = p(int)  # Classes of the MIL head (normally the LLP label set).
+  m.bos_id = p(int)  # Id of <bos>, prepended to targets to form decoder inputs.
+  m.embed_dim = p(int)  # Model width D.
+  m.num_heads = p(int)  # Attention heads.
+  m.mlp_dim = p(int)  # MLP hidden width.
+  m.dropout_rate = p(float)  # Dropout rate.
+  m.layer_norm_eps = p(float)  # LayerNorm epsilon.
+  m.mel_frames = p(int)  # F: log-mel frames per 1-s segment.
+  m.mel_bins = p(int)  # M: mel bins.
+  m.audio_patch_frames = p(int)  # Frames per audio patch.
+  m.audio_patch_bins = p(int)  # Mel bins per audio patch.
+  m.audio_layers = p(int)  # Audio encoder blocks.
+  m.patch_size = p(int)  # Image patch side in pixels.
+  m.visual_layers = p(int)  # Visual encoder (ViT) blocks.
+  m.max_patches = p(int)  # Rows of the image patch position table.
+  m.temporal_scales = p(tuple)  # Temporal perception window sizes in seconds, e.g. (1, 2, 5).
+  m.temporal_layers = p(int)  # Cross-modal blocks per temporal scale.
+  m.max_segments = p(int)  # Largest T (rows of the time embedding table).
+  m.max_prompt_len = p(int)  # Largest prompt length (rows of its position table).
+  m.fusion_layers = p(int)  # Fusion encoder blocks.
+  m.decoder_layers = p(int)  # Decoder blocks.
+  m.max_decode_len = p(int)  # Largest decoder length and KV-cache rows.
+  m.use_temporal_multiscale = p(bool)  # Ablation switch: multi-scale temporal perception.
+  m.use_spatial_guidance = p(bool)  # Ablation switch: audio-guided spatial perception.
+  m.use_task_prompts = p(bool)  # Ablation switch: task prompts in the memory and scale mix.
+  m.dtype = p(str)  # Compute dtype: "bfloat16" or "float32".
+  m.param_dtype = p(str)  # Parameter dtype (keep "float32").
+  m.remat = p(bool)  # Rematerialize each block in the backward pass.
+  m.scan_layers = p(bool)  # Stack blocks with nn.scan (convert with models.unscan_params).
