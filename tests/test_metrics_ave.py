@@ -3,8 +3,12 @@
 import numpy as np
 import pytest
 
-from av_unified_jax.metrics import AVE_BACKGROUND_INDEX, AVE_CLASSES, ave_accuracy
-from av_unified_jax.metrics import ave_accuracy_gated
+from av_unified_jax.metrics import (
+    AVE_BACKGROUND_INDEX,
+    AVE_CLASSES,
+    ave_accuracy,
+    ave_accuracy_gated,
+)
 
 
 def _one_hot(classes):

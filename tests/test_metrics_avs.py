@@ -26,7 +26,7 @@ def _frame(probs, target):
 
 
 def _batch(*frames):
-    logits, targets = zip(*frames)
+    logits, targets = zip(*frames, strict=True)
     return np.concatenate(logits), np.concatenate(targets)
 
 
@@ -123,7 +123,7 @@ def _oracle_fscore(logits, target):
     """Per-threshold, per-frame loop in float32, as the official `_eval_pr` runs."""
     probs = (1 / (1 + np.exp(-logits.astype(np.float32)))).astype(np.float32)
     total, kept = np.zeros(255), 0
-    for p, t in zip(probs, target.astype(np.float32)):
+    for p, t in zip(probs, target.astype(np.float32), strict=True):
         if t.mean() == 0:
             continue
         prec, rec = np.zeros(255), np.zeros(255)

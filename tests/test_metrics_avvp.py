@@ -52,7 +52,7 @@ def _oracle_runs(row):
 
 def _oracle_counts(pred, gt, level):
     out = []
-    for p, g in zip(pred, gt):
+    for p, g in zip(pred, gt, strict=True):
         if level == "seg":
             out.append((int(np.sum(p & g)), int(np.sum(p & ~g)), int(np.sum(~p & g))))
             continue
@@ -173,6 +173,16 @@ def test_single_video_functions_match_loop_oracle():
             np.testing.assert_allclose(fn(*mats), _oracle_video(mats, level), atol=1e-12)
 
 
+def test_other_segment_counts_match_loop_oracle():
+    rng = np.random.default_rng(2)
+    for t in (1, 3, 16):  # 16 segments take the path without the per-code table
+        for _ in range(5):
+            so_a, so_v, gt_a, gt_v = (rng.random((C, t)) < 0.5 for _ in range(4))
+            mats = (so_a, so_v, so_a & so_v, gt_a, gt_v, gt_a & gt_v)
+            np.testing.assert_allclose(avvp_event_level(*mats), _oracle_video(mats, "event"),
+                                       atol=1e-12)
+
+
 def test_dataset_scores_match_loop_oracle():
     rng = np.random.default_rng(1)
     videos, per_video = [], {"seg": [], "event": []}
@@ -197,9 +207,9 @@ def test_dataset_scores_match_loop_oracle():
 
 
 def test_dataset_scores_are_means_over_videos():
-    v1 = dict(zip(("SO_a", "SO_v", "SO_av", "GT_a", "GT_v", "GT_av"), _video()))
+    v1 = dict(zip(("SO_a", "SO_v", "SO_av", "GT_a", "GT_v", "GT_av"), _video(), strict=True))
     v2 = dict(zip(("SO_a", "SO_v", "SO_av", "GT_a", "GT_v", "GT_av"),
-                  _video(audio={0: [(0, 2)]}, gt_audio={0: [(0, 4)]})))
+                  _video(audio={0: [(0, 2)]}, gt_audio={0: [(0, 4)]}), strict=True))
     out = avvp_dataset_scores([v1, v2])
     # Video 1: all 1.0. Video 2 audio segment F = 2*2/(4+2) = 2/3, event F = 1; visual 1.0;
     # AV: no GT, no prediction -> 1.0; Event@AV = audio.

@@ -18,8 +18,9 @@ def as_array(x, name, ndim=None, shape=None):
     if ndim is not None and arr.ndim != ndim:
         raise ValueError(f"{name}: expected {ndim} dimensions, got shape {arr.shape}")
     if shape is not None:
-        if arr.ndim != len(shape) or any(
-                want is not None and got != want for got, want in zip(arr.shape, shape)):
+        matches = arr.ndim == len(shape) and all(
+            want is None or got == want for got, want in zip(arr.shape, shape, strict=True))
+        if not matches:
             want_str = "[" + ", ".join("N" if s is None else str(s) for s in shape) + "]"
             raise ValueError(f"{name}: expected shape {want_str}, got {arr.shape}")
     return arr

@@ -62,7 +62,7 @@ def avvp_ground_truth(audio_rows, visual_rows):
     return gt_a, gt_v, gt_a * gt_v
 
 
-def avvp_segment_level(SO_a, SO_v, SO_av, GT_a, GT_v, GT_av):  # noqa: N803 (official names)
+def avvp_segment_level(SO_a, SO_v, SO_av, GT_a, GT_v, GT_av):
     """Segment-level F-scores of one video (`eval_metrics.segment_level`).
 
     Per class, TP/FP/FN are counted over the segments; classes with TP+FP != 0 or TP+FN != 0
@@ -81,7 +81,7 @@ def avvp_segment_level(SO_a, SO_v, SO_av, GT_a, GT_v, GT_av):  # noqa: N803 (off
     return tuple(float(s[0]) for s in scores)
 
 
-def avvp_event_level(SO_a, SO_v, SO_av, GT_a, GT_v, GT_av):  # noqa: N803 (official names)
+def avvp_event_level(SO_a, SO_v, SO_av, GT_a, GT_v, GT_av):
     """Event-level F-scores of one video (`eval_metrics.event_level`).
 
     Each class row is split into maximal runs of 1s. A predicted run is a TP if any GT run of
@@ -127,7 +127,7 @@ def avvp_dataset_scores(videos) -> dict:
             raise ValueError(f"videos[...]['{key}']: shapes differ between videos ({e})") from e
     so_a, so_v, gt_a, gt_v = (
         as_binary(s, f"videos[...]['{k}']", shape=(None, len(LLP_CLASSES), None))
-        for s, k in zip(stacks, _DATASET_KEYS))
+        for s, k in zip(stacks, _DATASET_KEYS, strict=True))
     _same_shape(so_a, so_v, gt_a, gt_v)
     mats = (so_a, so_v, so_a & so_v, gt_a, gt_v, gt_a & gt_v)
     out = {}
@@ -167,7 +167,7 @@ def _rows_to_matrix(rows, name):
 
 def _check_video(*mats):
     names = ("SO_a", "SO_v", "SO_av", "GT_a", "GT_v", "GT_av")
-    arrs = [as_binary(m, n, ndim=2) for m, n in zip(mats, names)]
+    arrs = [as_binary(m, n, ndim=2) for m, n in zip(mats, names, strict=True)]
     _same_shape(*arrs)
     if arrs[0].shape[0] != len(LLP_CLASSES):
         raise ValueError(f"SO_a: expected {len(LLP_CLASSES)} class rows ([25, 10]), got shape "
@@ -213,7 +213,7 @@ def _event_counts(pred, gt):
     """Event-level TP, FP, FN per video and class: each int64[V, C]."""
     starts, ends, match = _run_table(pred.shape[-1])
     pred_runs = _runs(pred, starts, ends)  # bool[V, C, P]
-    gt_runs = _runs(gt, starts, ends)  # bool[V, C, P]
+    gt_runs = _runs(gt, starts, ends)
     # match is symmetric; counting through float32 matmuls is exact for these small counts.
     pred_hit = (gt_runs.astype(np.float32) @ match) > 0  # run p overlaps some GT run enough
     gt_hit = (pred_runs.astype(np.float32) @ match) > 0  # run p overlaps some predicted run
@@ -242,6 +242,27 @@ def _run_table(num_segments):
 
 def _runs(x, starts, ends):
     """Which candidate runs are maximal runs of 1s: bool[V, C, T] -> bool[V, C, P]."""
+    num_segments = x.shape[-1]
+    if num_segments > _MAX_TABLE_SEGMENTS:
+        return _runs_direct(x, starts, ends)
+    codes = x.astype(np.int64) @ (1 << np.arange(num_segments))  # row as a bit code: [V, C]
+    return _code_runs(num_segments)[codes]  # [V, C, P]
+
+
+_MAX_TABLE_SEGMENTS = 12
+
+
+@functools.lru_cache(maxsize=8)
+def _code_runs(num_segments):
+    """Maximal runs of every possible row, indexed by its bit code: bool[2**T, P]."""
+    codes = np.arange(2**num_segments)
+    rows = ((codes[:, None] >> np.arange(num_segments)) & 1).astype(bool)  # [2**T, T]
+    starts, ends, _ = _run_table(num_segments)
+    return _runs_direct(rows[None], starts, ends)[0]
+
+
+def _runs_direct(x, starts, ends):
+    """`_runs` computed from the rows themselves: bool[V, C, T] -> bool[V, C, P]."""
     padded = np.pad(x, [(0, 0), (0, 0), (1, 1)])  # [V, C, T + 2], zero on both sides
     csum = np.concatenate(
         [np.zeros(x.shape[:-1] + (1,), np.int64), np.cumsum(x, axis=-1)], axis=-1)  # [V,C,T+1]
