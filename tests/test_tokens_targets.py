@@ -267,7 +267,8 @@ def check_agreement(name, seq) -> bool:
 
 @pytest.mark.parametrize("name, seq, match", [
     ("ave", ["<t_3>", "<t_5>", "<eos>"], r"position 0: <t_3> is not allowed"),
-    ("ave", ["Bark", "<t_5>", "<t_3>", "<eos>"], r"position 2: <t_3> is not allowed .*end time >= 5"),
+    ("ave", ["Bark", "<t_5>", "<t_3>", "<eos>"],
+     r"position 2: <t_3> is not allowed .*end time >= 5"),
     ("ave", ["Bark", "<t_1>", "<t_3>"], "ended .* without <eos>"),
     ("ave", ["<none>", "<t_1>", "<eos>"], "position 1"),
     ("avvp", ["<audio>", "Dog", "<t_1>", "<eos>"], "position 3: <eos> is not allowed"),

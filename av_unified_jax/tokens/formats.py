@@ -44,6 +44,7 @@ class LabelSet:
                                                                         dtype=np.int64)))
                      for lab in labels]
         self.by_seq = {seq: i for i, seq in enumerate(self.seqs)}
+        self._prefixes = {s[:k] for s in self.seqs for k in range(1, len(s) + 1)}
 
     def encode(self, label: str) -> list[int]:
         if label not in self.index:
@@ -62,12 +63,6 @@ class LabelSet:
             raise InvalidSequenceError(f"tokens {list(key)} at position {pos} are not a "
                                        f"{self.name} label")
         return self.by_seq[key], end
-
-    @property
-    def _prefixes(self) -> set[tuple[int, ...]]:
-        if not hasattr(self, "_prefix_cache"):
-            self._prefix_cache = {s[:k] for s in self.seqs for k in range(1, len(s) + 1)}
-        return self._prefix_cache
 
     def add_trie(self, b: GrammarBuilder, root: int, indices, tag: str) -> dict[int, int]:
         """Adds a trie of the labels `indices` below state `root`. Returns label -> the state

@@ -206,7 +206,8 @@ class VocabLayout:
         return out
 
     def token_name(self, token_id: int) -> str:
-        """Readable name of one id: `<eos>`, `<avqa>`, `<t_3>`, `<loc_7>`, `<code_9>`, `<text_4>`."""
+        """Readable name of one id: `<eos>`, `<avqa>`, `<t_3>`, `<loc_7>`, `<code_9>`,
+        `<text_4>`."""
         kind = self.kind(token_id)
         if kind == "special":
             return SPECIALS[int(token_id)]
