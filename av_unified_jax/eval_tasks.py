@@ -1,0 +1,450 @@
+"""Per-task evaluation: from one test example and the model's outputs to the official metric.
+
+Each task is a class (`TASKS` maps a task name to it) that owns four steps:
+
+  ground_truth(example) -> dict        the annotation fields of a converted example (schema.py
+                                       names), frames and audio dropped
+  queries(example) -> list[dict]       one entry per decode of the model: the prompt, the focus
+                                       segment and a readable key (AVS: one per annotated frame)
+  interpret(tokens, aux, queries) -> list[dict]
+                                       decoded tokens int32[B, L] (or None when the task's
+                                       source needs no decoding) and auxiliary outputs
+                                       ({name: float32[B, ...]}) -> one output per query
+  score(gts, outputs) -> {metric: value}
+                                       `outputs[i]` is the list of outputs of example i's
+                                       queries; the metric names are those returned by
+                                       `av_unified_jax.metrics`
+
+The output of each task (`interpret`'s) is also what `baselines` produce, so a trivial
+predictor is scored by exactly the same code:
+  ave  {"segments": int32[T]}           class index per segment, background = 28
+  avvp {"SO_a": int64[25, T], "SO_v": int64[25, T]}    0/1 predictions, rows in class order
+  avqa {"answer": str | None}
+  ssl  {"heatmap": float32[224, 224], "box": [x0, y0, x1, y1] | None}
+  avs  {"logits": float32[H, W]}        mask logits at the ground-truth mask size
+
+Class indices follow the tokenizer's label sets (the converted dataset's class order); a label
+set smaller than the benchmark's (e.g. the demo's) fills the first rows of the official
+29-way (AVE) and 25-row (LLP) arrays, and the unused rows never count.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from av_unified_jax import metrics
+from av_unified_jax.tokens import InvalidSequenceError, ave_segment_labels
+
+AVE_OUTPUTS = metrics.AVE_BACKGROUND_INDEX + 1  # 29
+LLP_ROWS = len(metrics.LLP_CLASSES)  # 25
+SSL_MAP_SIZE = 224
+AVS_VIDEOS_PER_BATCH = 4  # The official AVSBench test batch (20 frames).
+AVS_EMPTY_LOGIT = -10.0  # Mask logit of an undecodable AVS answer (all background).
+
+
+def _decode(tokenizer, task: str, tokens, weak: bool = False):
+  """tokens int32[L] -> the task's annotation, or None if they break the grammar."""
+  try:
+    return tokenizer.decode_target(task, np.asarray(tokens), weak=weak)
+  except InvalidSequenceError:
+    return None
+
+
+def _runs(row: np.ndarray) -> list[tuple[int, int]]:
+  """Maximal runs of 1s of a 0/1 row int[T], as [start, end) pairs."""
+  padded = np.concatenate([[0], np.asarray(row, np.int64), [0]])
+  edges = np.flatnonzero(np.diff(padded))  # starts at even, ends at odd positions
+  return [(int(s), int(e)) for s, e in zip(edges[::2], edges[1::2], strict=True)]
+
+
+def _write_json(path: Path, value) -> None:
+  path.parent.mkdir(parents=True, exist_ok=True)
+  path.write_text(json.dumps(value, indent=1, sort_keys=True) + "\n")
+
+
+def _png(array_uint8: np.ndarray) -> bytes:
+  from PIL import Image
+
+  buf = io.BytesIO()
+  Image.fromarray(array_uint8).save(buf, format="PNG")
+  return buf.getvalue()
+
+
+def _check_classes(task: str, classes: Sequence[str], limit: int) -> tuple[str, ...]:
+  if len(classes) > limit:
+    raise ValueError(f"{task}: the label set has {len(classes)} classes, more than the "
+                     f"official metric's {limit}; evaluate a dataset with at most {limit} classes")
+  return tuple(classes)
+
+
+class EvalTask:
+  """Shared defaults. Subclasses set `name`, `aux_keys` and `decodes`."""
+
+  name = ""
+  aux_keys: tuple[str, ...] = ()  # Auxiliary model outputs `interpret` reads.
+  decodes = True  # Whether `interpret` needs decoded tokens.
+
+  def __init__(self, tokenizer, eval_config=None, mask_decoder=None):
+    self.tokenizer = tokenizer
+    self.eval_config = eval_config
+    self.mask_decoder = mask_decoder
+
+  def queries(self, example: Mapping[str, Any]) -> list[dict]:
+    return [{"prompt": self.tokenizer.encode_prompt(self.name), "focus_segment": 0,
+             "key": str(example["id"])}]
+
+  def write(self, out_dir: Path, gts: list[dict], outputs: list[list[dict]]) -> None:
+    _write_json(out_dir / "predictions.json", self.readable(gts, outputs))
+
+  def readable(self, gts, outputs) -> dict:
+    raise NotImplementedError
+
+
+# ----------------------------------------------------------------------------- AVE
+class AveTask(EvalTask):
+  """AVE: the decoded span -> per-segment 29-way one-hot scores -> `ave_accuracy`."""
+
+  name = "ave"
+
+  def __init__(self, tokenizer, eval_config=None, mask_decoder=None):
+    super().__init__(tokenizer, eval_config, mask_decoder)
+    self.classes = _check_classes("ave", tokenizer.label_sets["ave"], AVE_OUTPUTS - 1)
+
+  def ground_truth(self, example) -> dict:
+    """Segment labels int32[T] from the example's (category, start, end); background = 28."""
+    t = int(np.shape(example["log_mel"])[0])
+    ann = {"label": str(example["category"]), "start": int(example["start"]),
+           "end": int(example["end"])}
+    return {"id": str(example["id"]), "segments": self.segment_labels(ann, t)}
+
+  def segment_labels(self, ann, num_segments: int) -> np.ndarray:
+    seg = ave_segment_labels(ann, self.classes, num_segments)  # background = len(classes)
+    return np.where(seg == len(self.classes), metrics.AVE_BACKGROUND_INDEX, seg).astype(np.int32)
+
+  def interpret(self, tokens, aux, queries) -> list[dict]:
+    del aux, queries
+    out = []
+    for row in np.asarray(tokens):
+      ann = _decode(self.tokenizer, "ave", row)
+      valid = ann is not None
+      ann = ann if valid else {"label": None, "start": 0, "end": 0}
+      out.append({"annotation": ann, "valid": valid})
+    return out
+
+  def _segments(self, gt, out) -> np.ndarray:
+    if "segments" in out:
+      return np.asarray(out["segments"], np.int32)
+    return self.segment_labels(out["annotation"], len(gt["segments"]))
+
+  def score(self, gts, outputs) -> dict:
+    labels = np.eye(AVE_OUTPUTS, dtype=np.float32)[np.stack([g["segments"] for g in gts])]
+    pred = np.stack([self._segments(g, o[0]) for g, o in zip(gts, outputs, strict=True)])
+    scores = np.eye(AVE_OUTPUTS, dtype=np.float32)[pred]  # [N, T, 29]
+    return {"accuracy": metrics.ave_accuracy(scores, labels)}
+
+  def _names(self, seg) -> list[str]:
+    return [self.classes[i] if i < len(self.classes) else "background" for i in seg]
+
+  def readable(self, gts, outputs) -> dict:
+    return {g["id"]: {"predicted": self._names(self._segments(g, o[0])),
+                      "target": self._names(g["segments"])}
+            for g, o in zip(gts, outputs, strict=True)}
+
+
+# ----------------------------------------------------------------------------- AVVP
+class AvvpTask(EvalTask):
+  """AVVP: SO_a / SO_v from the MIL head (`avvp_predictions`) or from the decoded parse ->
+  `avvp_dataset_scores`. `eval_config.avvp_source` picks "mil" or "decoded"."""
+
+  name = "avvp"
+
+  def __init__(self, tokenizer, eval_config=None, mask_decoder=None):
+    super().__init__(tokenizer, eval_config, mask_decoder)
+    self.classes = _check_classes("avvp", tokenizer.label_sets["avvp"], LLP_ROWS)
+    self.source = getattr(eval_config, "avvp_source", "mil") if eval_config else "mil"
+    if self.source not in ("mil", "decoded"):
+      raise ValueError(f"eval.avvp_source={self.source!r}: use 'mil' or 'decoded'")
+    self.decodes = self.source == "decoded"
+    self.aux_keys = ("mil_frame_probs", "mil_video_probs") if self.source == "mil" else ()
+
+  def _matrix(self, labels, spans, num_segments: int) -> np.ndarray:
+    """GT[class, int(onset):int(offset)] = 1 per row (`avvp_ground_truth`'s rule)."""
+    out = np.zeros((LLP_ROWS, num_segments), np.int64)
+    for label, (onset, offset) in zip(labels, np.reshape(spans, (-1, 2)), strict=True):
+      if label not in self.classes:
+        raise ValueError(f"avvp: class {label!r} is not in the tokenizer's label set")
+      out[self.classes.index(label), int(onset):int(offset)] = 1
+    return out
+
+  def ground_truth(self, example) -> dict:
+    t = int(np.shape(example["log_mel"])[0])
+    return {"id": str(example["id"]),
+            "GT_a": self._matrix(example["audio_labels"], example["audio_spans"], t),
+            "GT_v": self._matrix(example["visual_labels"], example["visual_spans"], t)}
+
+  def interpret(self, tokens, aux, queries) -> list[dict]:
+    if self.source == "mil":
+      return [self._from_mil(f, v) for f, v in
+              zip(np.asarray(aux["mil_frame_probs"]), np.asarray(aux["mil_video_probs"]),
+                  strict=True)]
+    return [self._from_parse(_decode(self.tokenizer, "avvp", row), q["num_segments"])
+            for row, q in zip(np.asarray(tokens), queries, strict=True)]
+
+  def _from_mil(self, frame_probs, video_probs) -> dict:
+    """frame_probs float32[T, 2, C] (audio, visual), video_probs float32[C] -> SO matrices."""
+    c = len(self.classes)
+    so_a, so_v, _ = metrics.avvp_predictions(video_probs[:c], frame_probs[:, 0, :c],
+                                             frame_probs[:, 1, :c])  # [C, T] each
+    pad = ((0, LLP_ROWS - c), (0, 0))
+    return {"SO_a": np.pad(so_a, pad), "SO_v": np.pad(so_v, pad)}
+
+  def _from_parse(self, rows, num_segments: int) -> dict:
+    rows = rows or []
+    mats = {"audio": np.zeros((LLP_ROWS, num_segments), np.int64),
+            "visual": np.zeros((LLP_ROWS, num_segments), np.int64)}
+    for modality, label, start, end in rows:
+      mats[modality][self.classes.index(label), start:end] = 1
+    return {"SO_a": mats["audio"], "SO_v": mats["visual"], "valid": rows is not None}
+
+  def queries(self, example) -> list[dict]:
+    q = super().queries(example)[0]
+    q["num_segments"] = int(np.shape(example["log_mel"])[0])
+    return [q]
+
+  def score(self, gts, outputs) -> dict:
+    videos = [{"SO_a": o[0]["SO_a"], "SO_v": o[0]["SO_v"], "GT_a": g["GT_a"], "GT_v": g["GT_v"]}
+              for g, o in zip(gts, outputs, strict=True)]
+    return metrics.avvp_dataset_scores(videos)
+
+  def _events(self, mat) -> list[dict]:
+    return [{"class": self.classes[c], "start": s, "end": e}
+            for c in range(len(self.classes)) for s, e in _runs(mat[c])]
+
+  def readable(self, gts, outputs) -> dict:
+    return {g["id"]: {"audio": self._events(o[0]["SO_a"]), "visual": self._events(o[0]["SO_v"]),
+                      "target_audio": self._events(g["GT_a"]),
+                      "target_visual": self._events(g["GT_v"])}
+            for g, o in zip(gts, outputs, strict=True)}
+
+
+# ----------------------------------------------------------------------------- AVQA
+class AvqaTask(EvalTask):
+  """MUSIC-AVQA: decoded answer string -> answer index -> `avqa_accuracy` (pooled counts)."""
+
+  name = "avqa"
+
+  def __init__(self, tokenizer, eval_config=None, mask_decoder=None):
+    super().__init__(tokenizer, eval_config, mask_decoder)
+    self.answers = tuple(tokenizer.label_sets["avqa"])
+
+  def ground_truth(self, example) -> dict:
+    return {"id": str(example["id"]), "question_id": int(example["question_id"]),
+            "question": str(example["question"]), "answer": str(example["answer"]),
+            "type": tuple(str(t) for t in example["question_type"])}
+
+  def queries(self, example) -> list[dict]:
+    return [{"prompt": self.tokenizer.encode_prompt("avqa", question=str(example["question"])),
+             "focus_segment": 0, "key": str(example["id"])}]
+
+  def interpret(self, tokens, aux, queries) -> list[dict]:
+    del aux, queries
+    return [{"answer": _decode(self.tokenizer, "avqa", row)} for row in np.asarray(tokens)]
+
+  def _index(self, answer) -> int:
+    """Answer string -> index in the answer set; -1 for None or an answer outside it."""
+    return self.answers.index(answer) if answer in self.answers else -1
+
+  def score(self, gts, outputs) -> dict:
+    predicted = np.array([self._index(o[0]["answer"]) for o in outputs], np.int64)
+    target = np.array([self._index(g["answer"]) for g in gts], np.int64)
+    if np.any(target < 0):
+      bad = sorted({g["answer"] for g in gts if g["answer"] not in self.answers})
+      raise ValueError(f"avqa: test answers {bad[:5]} are not in the tokenizer's answer set")
+    result = metrics.avqa_accuracy([g["type"] for g in gts], predicted, target)
+    return {k: v for k, v in result.items() if v is not None}  # Groups with no questions.
+
+  def readable(self, gts, outputs) -> dict:
+    return {str(g["question_id"]): {"question": g["question"], "type": list(g["type"]),
+                                    "predicted": o[0]["answer"], "answer": g["answer"]}
+            for g, o in zip(gts, outputs, strict=True)}
+
+
+# ----------------------------------------------------------------------------- SSL
+def box_heatmap(box, size: int = SSL_MAP_SIZE) -> np.ndarray:
+  """float32[size, size] indicator of a normalised box (the GT map's pixel rule)."""
+  heat = np.zeros((size, size), np.float32)
+  x0, y0, x1, y1 = (int(size * min(max(float(v), 0.0), 1.0)) for v in box)
+  heat[y0:max(y1, y0 + 1), x0:max(x1, x0 + 1)] = 1.0
+  return heat
+
+
+def upsample_maps(maps, size: int) -> np.ndarray:
+  """Bilinear (half-pixel centres, like cv2 INTER_LINEAR) resize float[B, h, w] ->
+  float32[B, size, size]."""
+  from av_unified_jax.models import mask_tokenizer
+
+  return np.asarray(mask_tokenizer.upsample_logits(np.asarray(maps, np.float32), size))
+
+
+class SslTask(EvalTask):
+  """VGG-SS: heatmap (spatial perception map, bilinear to 224, or the decoded box) -> `ciou`
+  against `vggss_gt_map` -> `localization_summary`. `eval_config.ssl_source` picks "map" or
+  "box"; `eval_config.ciou_protocol` the binarisation ("lvs" or "ezvsl")."""
+
+  name = "ssl"
+
+  def __init__(self, tokenizer, eval_config=None, mask_decoder=None):
+    super().__init__(tokenizer, eval_config, mask_decoder)
+    cfg = eval_config
+    self.source = getattr(cfg, "ssl_source", "map") if cfg else "map"
+    self.protocol = getattr(cfg, "ciou_protocol", "lvs") if cfg else "lvs"
+    if self.source not in ("map", "box"):
+      raise ValueError(f"eval.ssl_source={self.source!r}: use 'map' or 'box'")
+    self.decodes = self.source == "box"
+    self.aux_keys = ("loc_maps",) if self.source == "map" else ()
+
+  def ground_truth(self, example) -> dict:
+    boxes = np.asarray(example["boxes"], np.float64).reshape(-1, 4)
+    return {"id": str(example["id"]), "boxes": boxes.tolist(),
+            "gt_map": metrics.vggss_gt_map(boxes.tolist())}
+
+  def interpret(self, tokens, aux, queries) -> list[dict]:
+    if self.source == "map":
+      maps = np.asarray(aux["loc_maps"])  # [B, T, h, w]
+      focus = np.array([q["focus_segment"] for q in queries])
+      heat = upsample_maps(maps[np.arange(len(maps)), focus], SSL_MAP_SIZE)
+      return [{"heatmap": h, "box": None} for h in heat]
+    out = []
+    for row in np.asarray(tokens):
+      box = self._box(row)
+      out.append({"heatmap": box_heatmap(box), "box": list(box)})
+    return out
+
+  def _box(self, row) -> tuple[float, ...]:
+    """Decoded box; corners out of order are sorted, a broken sequence gives the full frame."""
+    box = _decode(self.tokenizer, "ssl", row)
+    if box is not None:
+      return box
+    layout = self.tokenizer.layout
+    if all(layout.kind(int(t)) == "loc" for t in row[:4]):
+      x0, y0, x1, y1 = (float(layout.token_coord(int(t))) for t in row[:4])
+      return (min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
+    return (0.0, 0.0, 1.0, 1.0)
+
+  def cious(self, gts, outputs) -> np.ndarray:
+    return np.array([metrics.ciou(o[0]["heatmap"], g["gt_map"], self.protocol)
+                     for g, o in zip(gts, outputs, strict=True)])
+
+  def score(self, gts, outputs) -> dict:
+    summary = metrics.localization_summary(self.cious(gts, outputs))
+    return {k: v for k, v in summary.items() if np.isfinite(v)}
+
+  def write(self, out_dir: Path, gts, outputs) -> None:
+    cious = self.cious(gts, outputs)
+    readable = {}
+    for g, o, c in zip(gts, outputs, cious, strict=True):
+      heat = o[0]["heatmap"]
+      span = float(heat.max() - heat.min())
+      gray = ((heat - heat.min()) / (span if span > 0 else 1.0) * 255).astype(np.uint8)
+      name = f"{g['id']}.png"
+      (out_dir / "heatmaps").mkdir(parents=True, exist_ok=True)
+      (out_dir / "heatmaps" / name).write_bytes(_png(gray))
+      readable[g["id"]] = {"heatmap": f"heatmaps/{name}", "box": o[0]["box"],
+                           "target_boxes": g["boxes"], "ciou": float(c)}
+    _write_json(out_dir / "predictions.json", readable)
+
+
+# ----------------------------------------------------------------------------- AVS
+class AvsTask(EvalTask):
+  """AVSBench: per annotated frame, decoded mask codes -> mask tokenizer decoder -> logits,
+  bilinear to the ground-truth mask size -> `avs_test_scores` over batches of 4 videos.
+
+  `mask_decoder(codes int32[B, Kh, Kw]) -> float32[B, S, S]` mask logits is required.
+  """
+
+  name = "avs"
+
+  def ground_truth(self, example) -> dict:
+    from av_unified_jax.data import decode_masks
+
+    masks = decode_masks(example)  # bool[5, H, W]
+    annotated = np.asarray(example["mask_annotated"], bool)
+    return {"id": str(example["id"]), "masks": masks, "annotated": annotated}
+
+  def queries(self, example) -> list[dict]:
+    annotated = np.flatnonzero(np.asarray(example["mask_annotated"], bool))
+    size = _mask_size(example)
+    return [{"prompt": self.tokenizer.encode_prompt("avs", second=int(k)),
+             "focus_segment": int(k), "key": f"{example['id']}_{int(k)}", "frame": int(k),
+             "size": size} for k in annotated]
+
+  def interpret(self, tokens, aux, queries) -> list[dict]:
+    del aux
+    if self.mask_decoder is None:
+      raise ValueError("avs evaluation needs the mask tokenizer (mask_decoder) to turn codes "
+                       "into masks")
+    grid = self.tokenizer.mask_grid
+    codes, valid = [], []
+    for row in np.asarray(tokens):
+      c = _decode(self.tokenizer, "avs", row)
+      valid.append(c is not None)
+      codes.append(c if c is not None else np.zeros(grid, np.int32))
+    logits = np.asarray(self.mask_decoder(np.stack(codes)))  # [B, S, S]
+    out = []
+    for q, lg, ok in zip(queries, logits, valid, strict=True):
+      full = upsample_maps(lg[None], q["size"])[0] if ok else np.full(
+          (q["size"], q["size"]), AVS_EMPTY_LOGIT, np.float32)
+      out.append({"logits": full, "frame": q["frame"]})
+    return out
+
+  def batches(self, gts, outputs) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(logits float32[N, H, W], target bool[N, H, W]) per group of 4 videos."""
+    frames = [(np.stack([o["logits"] for o in outs]),
+               np.stack([g["masks"][o["frame"]] for o in outs]))
+              for g, outs in zip(gts, outputs, strict=True) if outs]
+    out = []
+    for i in range(0, len(frames), AVS_VIDEOS_PER_BATCH):
+      group = frames[i:i + AVS_VIDEOS_PER_BATCH]
+      out.append((np.concatenate([f[0] for f in group]), np.concatenate([f[1] for f in group])))
+    return out
+
+  def score(self, gts, outputs) -> dict:
+    return metrics.avs_test_scores(self.batches(gts, outputs))
+
+  def write(self, out_dir: Path, gts, outputs) -> None:
+    (out_dir / "masks").mkdir(parents=True, exist_ok=True)
+    readable = {}
+    for g, outs in zip(gts, outputs, strict=True):
+      entry = {}
+      for o in outs:
+        name = f"{g['id']}_{o['frame']}.png"
+        mask = (o["logits"] > 0).astype(np.uint8) * 255  # sigmoid > 0.5
+        (out_dir / "masks" / name).write_bytes(_png(mask))
+        iou = metrics.avs_frame_iou(o["logits"][None], g["masks"][o["frame"]][None])[0]
+        entry[str(o["frame"])] = {"mask": f"masks/{name}", "iou": float(iou)}
+      readable[g["id"]] = entry
+    _write_json(out_dir / "predictions.json", readable)
+
+
+def _mask_size(example) -> int:
+  """Side of the example's (square) ground-truth masks, read from the first PNG header."""
+  from PIL import Image
+
+  first = next(b for b in example["masks"] if b)
+  with Image.open(io.BytesIO(first)) as image:
+    return int(image.size[0])
+
+
+TASKS: dict[str, type[EvalTask]] = {
+    "ave": AveTask,
+    "avvp": AvvpTask,
+    "avqa": AvqaTask,
+    "ssl": SslTask,
+    "avs": AvsTask,
+}
