@@ -39,13 +39,20 @@ def train(config, flags, **_) -> int:
     return 1
 
 
+def summary(config, flags, **_) -> int:
+  """--mode=summary: parameters per module, FLOPs per example, parameter sharding."""
+  from av_unified_jax import summary as summary_lib
+
+  return summary_lib.run(config, flags)
+
+
 # mode name -> callable(config, flags, default_job=bool) -> int exit code.
 MODES = {
     "train": train,
     "eval": _not_available("eval"),
     "predict": _not_available("predict"),
     "export": _not_available("export"),
-    "summary": _not_available("summary"),
+    "summary": summary,
 }
 
 

@@ -24,7 +24,7 @@ class ModelConfig:
 
   # Transformer width shared by every module.
   embed_dim: int = 32  # D, the model width.
-  num_heads: int = 2  # Attention heads (embed_dim must be divisible by it).
+  num_heads: int = 4  # Attention heads (embed_dim must be divisible by it).
   mlp_dim: int = 64  # Hidden width of the MLPs.
   dropout_rate: float = 0.0  # Dropout on attention outputs, MLPs and embeddings.
   layer_norm_eps: float = 1e-6  # LayerNorm epsilon.
