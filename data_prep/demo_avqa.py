@@ -167,15 +167,20 @@ GENERATORS = (_audio_counting, _audio_comparative, _visual_counting, _visual_loc
 
 
 def make_questions(rng: np.random.Generator, meta: dict, classes: list[str]) -> list[dict]:
-  """One question per type whose premise holds (yes and no drawn equally often)."""
+  """One question per type whose premise holds. Yes/no and open questions are drawn equally
+  often where a type has both, and yes and no equally often."""
   f = facts(meta, classes)
   out = []
   for gen in GENERATORS:
     cands = gen(f, rng)
     if not cands:
       continue
-    want = "yes" if rng.random() < 0.5 else "no"
-    preferred = [q for q in cands if q["anser"] == want] or cands
+    closed = [q for q in cands if q["anser"] in ("yes", "no")]
+    if closed and (len(closed) == len(cands) or rng.random() < 0.5):
+      want = "yes" if rng.random() < 0.5 else "no"
+      preferred = [q for q in closed if q["anser"] == want] or closed
+    else:
+      preferred = [q for q in cands if q not in closed]
     out.append(preferred[int(rng.integers(len(preferred)))])
   return out
 

@@ -15,6 +15,9 @@ from PIL import Image
 
 SAMPLE_RATE = 16000
 AUDIBLE_DB = -45.0  # A source is audible in a second when its RMS there is at least this (dBFS).
+# Seconds whose level falls in [AUDIBLE_DB - 10, AUDIBLE_DB + 6) are silenced, so every second
+# is clearly audible (>= -39 dBFS) or clearly not (< -55 dBFS, usually exact silence).
+UNCLEAR_DB = (AUDIBLE_DB - 10.0, AUDIBLE_DB + 6.0)
 TARGET_DB = -20.0  # Active RMS (dBFS) of a placed recording at gain 0 dB.
 END_MARGIN_S = 0.12  # A placed sound stops this long before its span ends (no spill-over).
 FADE_S = 0.02  # Fade at the edges of a placed span.
@@ -165,9 +168,20 @@ def segment_db(wave: np.ndarray, num_t: int) -> np.ndarray:
   return np.maximum(10 * np.log10(power + 1e-12), -120.0)
 
 
-def keep_seconds(wave: np.ndarray, start_s: int, end_s: int) -> np.ndarray:
-  """Silences a placed sound outside [start_s, end_s) (with fades, ending before `end_s`)."""
-  return wave * span_envelope(start_s, end_s, len(wave))
+def keep_seconds(wave: np.ndarray, keep: np.ndarray) -> np.ndarray:
+  """Silences a placed sound in the seconds where bool[T] `keep` is False. Each kept run
+  [a, b) fades in at a and out END_MARGIN_S before b; dropped seconds become exact zeros."""
+  env = np.zeros(len(wave), np.float32)
+  for a, b in runs(keep):
+    env = np.maximum(env, span_envelope(a, b, len(wave)))
+  return wave * env
+
+
+def span_mask(num_t: int, start: int, end: int) -> np.ndarray:
+  """bool[num_t], True in [start, end)."""
+  out = np.zeros(num_t, bool)
+  out[start:end] = True
+  return out
 
 
 def longest_run(flags: np.ndarray) -> tuple[int, int]:

@@ -64,14 +64,18 @@ def ave_make_clip(ctx: Ctx, rng: np.random.Generator, split: str, clip_id: str) 
   src = scene.add_source(cls, plan, float(rng.uniform(-6, 0)), obj=obj)
   if rng.random() < 0.35:
     _ave_offscreen(scene, cls, plan)
+  scene.settle()
   heard = scene.audible()[src]
   event = dc.longest_run(heard)
   if event == (0, 0):
     raise RuntimeError(f"AVE demo clip {clip_id}: the event is inaudible")
   if heard.sum() != event[1] - event[0]:  # A gap split the audible seconds: keep one run.
-    scene.restrict_source(src, *event)
+    scene.restrict_source(src, dc.span_mask(AVE_T, *event))
   rendered = scene.finish()
   heard = np.array(rendered.sources[src]["audible"])
+  event = dc.longest_run(heard)
+  if event == (0, 0) or heard.sum() != event[1] - event[0]:
+    raise RuntimeError(f"AVE demo clip {clip_id}: the event is not one audible span")
   visible = np.array(rendered.objects[obj]["visible"])
   labels = [cls if (h and v) else BACKGROUND for h, v in zip(heard, visible)]
   meta = _base_meta(clip_id, split, scene, rendered)

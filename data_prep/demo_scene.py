@@ -90,9 +90,21 @@ class Scene:
                          "span": list(span), "gain_db": round(float(gain_db), 3)})
     return len(self.sources) - 1
 
-  def restrict_source(self, index: int, start: int, end: int) -> None:
-    """Silences source `index` outside seconds [start, end)."""
-    self.waves[index] = dc.keep_seconds(self.waves[index], start, end)
+  def restrict_source(self, index: int, keep: np.ndarray) -> None:
+    """Silences source `index` in the seconds where bool[T] `keep` is False."""
+    self.waves[index] = dc.keep_seconds(self.waves[index], keep)
+
+  def settle(self) -> None:
+    """Silences every second where a source's level is unclear (see dc.UNCLEAR_DB) until none
+    is left, so that audible and silent seconds are far apart in level."""
+    for _ in range(10):
+      db, _ = self.measure()
+      unclear = (db >= dc.UNCLEAR_DB[0]) & (db < dc.UNCLEAR_DB[1])  # [K, T]
+      if not unclear.any():
+        return
+      for k in np.nonzero(unclear.any(axis=1))[0]:
+        self.restrict_source(int(k), db[k] >= dc.UNCLEAR_DB[1])
+    raise RuntimeError("demo clip: source levels did not settle")
 
   def measure(self) -> tuple[np.ndarray, float]:
     """Mixes the sources; returns (per-source loudness float64[K, T] in dBFS, mix scale)."""
@@ -109,6 +121,7 @@ class Scene:
   def finish(self, frame_times: list[int] | None = None) -> Rendered:
     """Renders frames at `frame_times` (default: every second) and mixes the audio."""
     times = list(range(self.num_t)) if frame_times is None else frame_times
+    self.settle()
     frames, alphas = zip(*(dc.render(self.background, self.layers, t) for t in times))
     if self.waves:
       audio, _ = dc.mix(self.waves)
