@@ -73,11 +73,15 @@ def load_finished(dataset_dir: str, plan: ShardPlan) -> dict | None:
 
 
 def write_json(path: str, value) -> None:
-  """Writes JSON atomically (temp file + rename)."""
+  """Writes JSON atomically (temp file + rename); an identical existing file is left as is."""
+  text = json.dumps(value, indent=1) + "\n"
+  if os.path.exists(path):
+    with open(path) as f:
+      if f.read() == text:
+        return
   tmp = f"{path}.tmp-{os.getpid()}"
   with open(tmp, "w") as f:
-    json.dump(value, f, indent=1)
-    f.write("\n")
+    f.write(text)
   os.replace(tmp, path)
 
 
