@@ -1,0 +1,501 @@
+"""The online input pipeline (grain): converted shards -> per-process numpy batches -> global
+jax.Arrays. Deterministic given the seed; the iterator state goes into the checkpoint.
+
+    tok = pipeline.load_or_build_tokenizer(config, workdir)        # once per run, saved in W
+    data = pipeline.make_train_data(config, tok, mask_codes=codes)  # .iterator, .batch_spec, ...
+    local = next(data.iterator)                                     # this process's rows
+    batch = pipeline.global_batch(local, shardings, data.batch_spec)  # global jax.Arrays
+    state = data.iterator.get_state(); data.iterator.set_state(state)  # exact resume
+
+Per task (config.tasks.<task>: dataset, weight > 0), the training stream is
+
+    source rows of this process (rows p, p + n, p + 2n, ... of the split)
+      -> shuffle (reshuffled every epoch) -> repeat
+      -> SelectSegments -> RandomResizedCrop [-> RandomHorizontalFlip] [-> SpecAugment]
+      -> TaskTokens -> ModelExample            (named transforms, each seeded; see tasks.py)
+
+and the tasks are mixed by `grain.MapDataset.mix` with the configured weights (a fixed
+interleave with exact long-run proportions), batched to the per-process batch, and read with
+`config.data.worker_count` worker processes (grain `mp_prefetch`) and `config.data.prefetch`
+batches in flight. Everything up to the batch is a random-access `MapDataset`, so batch k is a
+pure function of (config, seed, process, k): the iterator state is just {"next_batch": k}
+(plus a fingerprint of what the stream depends on), and it is the same for every worker count.
+
+Evaluation: `make_eval_batches` reads the evaluation split once, in order, without
+augmentation, each process its own contiguous rows of every global batch, padded with
+`valid=False` rows so all processes run the same number of batches.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import grain
+import numpy as np
+
+from av_unified_jax.data import records, shards, tasks, transforms
+from av_unified_jax.data.tasks import EVAL_FIELDS, MODEL_FIELDS, MaskCodes
+
+TOKENIZER_DIR = "tokenizer"
+
+
+# ----------------------------------------------------------------------------- sources
+def dataset_dir(config, task: str) -> str:
+  """Directory of the converted dataset that `task` reads (config.tasks.<task>.dataset)."""
+  if task not in tasks.TASKS:
+    raise ValueError(f"unknown task {task!r}; tasks are {sorted(tasks.TASKS)}")
+  name = config.tasks[task].dataset
+  if name not in tasks.TASKS[task].datasets:
+    raise ValueError(f"config.tasks.{task}.dataset={name!r}: task {task!r} reads one of "
+                     f"{tasks.TASKS[task].datasets}")
+  if not config.data.shards_dir:
+    raise ValueError("config.data.shards_dir is empty: set it to the directory holding the "
+                     "converted datasets (e.g. --config.data.shards_dir=demo_data/shards)")
+  return os.path.join(config.data.shards_dir, name)
+
+
+def open_source(config, task: str, split: str) -> shards.ShardSource:
+  """The split's random-access source; raises naming the path when it is not converted."""
+  return shards.open_split(dataset_dir(config, task), split)
+
+
+def active_tasks(config) -> list[str]:
+  """Tasks with a positive weight, in `tasks.TASK_ORDER` order."""
+  active = [t for t in tasks.TASK_ORDER if float(config.tasks[t].weight) > 0]
+  if not active:
+    raise ValueError("every config.tasks.<task>.weight is 0: give at least one task a weight")
+  return active
+
+
+def check_source(config, task: str, source: shards.ShardSource, model_cfg=None) -> None:
+  """Raises when the converted data cannot feed this config (segments, log-mel size)."""
+  spec = tasks.TASKS[task]
+  t = int(config.data.num_segments)
+  clip = source.spec.clip_seconds
+  if clip > t and not spec.sample:
+    raise ValueError(f"{task}: {source.spec.name} clips have {clip} s but "
+                     f"config.data.num_segments={t}; this task needs T >= {clip}")
+  if task in ("ave", "avvp", "avs") and t - 1 > config.tokens.max_time:
+    raise ValueError(f"config.data.num_segments={t} needs time tokens up to {t - 1}, but "
+                     f"config.tokens.max_time={config.tokens.max_time}")
+  params = source.info.get("params", {})
+  if model_cfg is not None and params:
+    got = (params.get("mel_frames_per_second"), params.get("n_mels"))
+    want = (model_cfg.mel_frames, model_cfg.mel_bins)
+    if got != want:
+      raise ValueError(f"{source.dataset_dir} has log-mel [F, M] = {list(got)} per second, "
+                       f"the model expects {list(want)}: set model.mel_frames/mel_bins or "
+                       "convert the data again")
+
+
+def _seed(*parts: int) -> int:
+  """A 32-bit seed derived from integer parts (stable across runs and platforms)."""
+  return int(np.random.SeedSequence([int(p) % 2**63 for p in parts]).generate_state(1)[0])
+
+
+def example_transforms(config, task: str, tokenizer, *, train: bool,
+                       mask_codes: MaskCodes | None = None) -> list:
+  """The named transforms from a stored example to a model example (see tasks.py)."""
+  spec = tasks.TASKS[task]
+  select = transforms.SelectSegments(int(config.data.num_segments), sample=spec.sample,
+                                     mask_frame=task == "avs", train=train)
+  clip_ops = transforms.clip_transforms(int(config.data.image_size),
+                                        spec.augment if train else None)
+  tokens_op = tasks.TaskTokens(task, tokenizer, int(config.tokens.max_prompt_len),
+                               int(config.tokens.max_target_len), train=train,
+                               mask_codes=mask_codes)
+  return [select, *clip_ops, tokens_op,
+          tasks.ModelExample(task, int(config.data.num_segments), eval_fields=not train)]
+
+
+def apply_transforms(ds: grain.MapDataset, ops: list, seed: int) -> grain.MapDataset:
+  """Chains the transforms; random ones get their own seed (derived from `seed` and their
+  position), so the output of element i is a pure function of (seed, i)."""
+  for k, op in enumerate(ops):
+    ds = ds.random_map(op, seed=_seed(seed, k)) if op.random else ds.map(op)
+  return ds
+
+
+# ----------------------------------------------------------------------------- training
+def task_stream(config, task: str, tokenizer, *, process_index: int, process_count: int,
+                mask_codes: MaskCodes | None = None, model_cfg=None) -> grain.MapDataset:
+  """Infinite MapDataset of this process's training examples of one task."""
+  source = open_source(config, task, config.data.train_split)
+  check_source(config, task, source, model_cfg)
+  if len(source) < process_count:
+    raise ValueError(f"{source.dataset_dir}/{config.data.train_split} has {len(source)} "
+                     f"examples, fewer than the {process_count} processes reading it")
+  ds = grain.MapDataset.source(source)[process_index::process_count]
+  index = tasks.task_id(task)
+  ds = ds.shuffle(seed=_seed(config.seed, index, 1)).repeat()
+  ops = example_transforms(config, task, tokenizer, train=True, mask_codes=mask_codes)
+  return apply_transforms(ds, ops, _seed(config.seed, index, 2, process_index))
+
+
+def per_process_batch_size(batch: int, process_count: int, what: str = "data.batch_size") -> int:
+  if batch % process_count:
+    raise ValueError(f"config.{what}={batch} is not divisible by the {process_count} "
+                     "processes; each process reads batch_size / process_count rows")
+  return batch // process_count
+
+
+def train_batches(config, tokenizer, *, process_index: int, process_count: int,
+                  mask_codes: MaskCodes | None = None, model_cfg=None) -> grain.MapDataset:
+  """Infinite MapDataset whose element k is this process's part of global batch k."""
+  active = active_tasks(config)
+  streams = [task_stream(config, t, tokenizer, process_index=process_index,
+                         process_count=process_count, mask_codes=mask_codes,
+                         model_cfg=model_cfg) for t in active]
+  weights = [float(config.tasks[t].weight) for t in active]
+  mixed = streams[0] if len(streams) == 1 else grain.MapDataset.mix(streams, weights)
+  local = per_process_batch_size(int(config.data.batch_size), process_count)
+  return mixed.batch(local, drop_remainder=True)
+
+
+def _mark_flags_parsed() -> None:
+  """grain's worker processes read absl flags; a library caller may not have parsed them."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+
+  if not flags.FLAGS.is_parsed():
+    flags.FLAGS.mark_as_parsed()
+
+
+class BatchIterator:
+  """Iterator of per-process numpy batches with exact, worker-count-independent resume.
+
+  `get_state()` -> {"next_batch": k, "fingerprint": str} (JSON); `set_state(state)` makes the
+  next `next()` return batch k. A state from a stream with another seed, batch size, task
+  mixture, process layout or data raises ValueError naming the difference.
+  """
+
+  def __init__(self, batches: grain.MapDataset, *, worker_count: int = 0, prefetch: int = 2,
+               fingerprint: Mapping[str, Any] | None = None):
+    self._batches = batches
+    self._workers, self._prefetch = int(worker_count), max(1, int(prefetch))
+    self._about = dict(fingerprint or {})
+    self.fingerprint = hashlib.sha256(json.dumps(self._about, sort_keys=True).encode()
+                                      ).hexdigest()[:16]
+    self._next = 0
+    self._it: Iterator | None = None
+
+  def _start(self) -> None:
+    ds = self._batches[self._next:].to_iter_dataset(grain.ReadOptions(
+        num_threads=self._prefetch, prefetch_buffer_size=self._prefetch))
+    if self._workers > 0:
+      _mark_flags_parsed()
+      ds = ds.mp_prefetch(grain.MultiprocessingOptions(
+          num_workers=self._workers, per_worker_buffer_size=self._prefetch))
+    self._it = iter(ds)
+
+  def __iter__(self):
+    return self
+
+  def __next__(self) -> dict[str, np.ndarray]:
+    if self._it is None:
+      self._start()
+    batch = next(self._it)
+    self._next += 1
+    return batch
+
+  def get_state(self) -> dict:
+    return {"next_batch": self._next, "fingerprint": self.fingerprint, "about": self._about}
+
+  def set_state(self, state: Mapping[str, Any]) -> None:
+    if state.get("fingerprint") != self.fingerprint:
+      theirs = state.get("about", {})
+      diff = sorted(k for k in set(theirs) | set(self._about)
+                    if theirs.get(k) != self._about.get(k))
+      raise ValueError(f"the saved input-iterator state belongs to another data stream "
+                       f"(differs in {diff or 'fingerprint'}); resume with the same data, "
+                       "seed, batch size, task mixture and process count")
+    self.close()
+    self._next = int(state["next_batch"])
+
+  def close(self) -> None:
+    """Stops worker processes (a later `next()` starts them again)."""
+    it, self._it = self._it, None
+    if it is not None and hasattr(it, "close"):
+      it.close()
+
+
+def _stream_about(config, process_index, process_count, sizes) -> dict:
+  return {"seed": int(config.seed), "batch_size": int(config.data.batch_size),
+          "process": [process_index, process_count],
+          "num_segments": int(config.data.num_segments), "image_size": int(config.data.image_size),
+          "tasks": {t: [config.tasks[t].dataset, float(config.tasks[t].weight), sizes[t]]
+                    for t in sizes},
+          "split": config.data.train_split,
+          "tokens": [int(config.tokens.max_prompt_len), int(config.tokens.max_target_len)]}
+
+
+def _process_layout(process_index, process_count) -> tuple[int, int]:
+  if process_index is None or process_count is None:
+    import jax  # pylint: disable=g-import-not-at-top
+
+    process_index = jax.process_index() if process_index is None else process_index
+    process_count = jax.process_count() if process_count is None else process_count
+  if not 0 <= process_index < process_count:
+    raise ValueError(f"process_index {process_index} outside [0, {process_count})")
+  return int(process_index), int(process_count)
+
+
+def make_train_iterator(config, tokenizer, *, mask_codes: MaskCodes | None = None,
+                        process_index: int | None = None, process_count: int | None = None,
+                        model_cfg=None) -> BatchIterator:
+  """This process's training batches (see module doc). Defaults: jax's process index/count.
+
+  `mask_codes(example_id, frame_index) -> int[Kh, Kw] | None` must be picklable when
+  `config.data.worker_count > 0` (a module-level function or an object, not a lambda).
+  """
+  process_index, process_count = _process_layout(process_index, process_count)
+  batches = train_batches(config, tokenizer, process_index=process_index,
+                          process_count=process_count, mask_codes=mask_codes,
+                          model_cfg=model_cfg)
+  sizes = {t: len(open_source(config, t, config.data.train_split)) for t in active_tasks(config)}
+  return BatchIterator(batches, worker_count=config.data.worker_count,
+                       prefetch=config.data.prefetch,
+                       fingerprint=_stream_about(config, process_index, process_count, sizes))
+
+
+# ----------------------------------------------------------------------------- shapes, arrays
+def example_shapes(config, tokenizer, model_cfg=None) -> dict[str, tuple[tuple[int, ...], Any]]:
+  """{field: (shape, numpy dtype)} of one training example (no batch axis)."""
+  t, s = int(config.data.num_segments), int(config.data.image_size)
+  f, m = (model_cfg.mel_frames, model_cfg.mel_bins) if model_cfg is not None else (100, 64)
+  lp, lt = int(config.tokens.max_prompt_len), int(config.tokens.max_target_len)
+  c = len(tokenizer.label_sets.get("avvp", ()))
+  return {"frames": ((t, s, s, 3), np.uint8), "log_mel": ((t, f, m), np.float32),
+          "segment_mask": ((t,), np.bool_), "prompt_tokens": ((lp,), np.int32),
+          "target_tokens": ((lt,), np.int32), "target_weights": ((lt,), np.float32),
+          "task_id": ((), np.int32), "weak_labels": ((c,), np.float32),
+          "has_weak": ((), np.bool_), "focus_segment": ((), np.int32)}
+
+
+def batch_spec(config, tokenizer, model_cfg=None) -> dict:
+  """{field: jax.ShapeDtypeStruct} of a *global* training batch (leading axis batch_size)."""
+  import jax  # pylint: disable=g-import-not-at-top
+
+  b = int(config.data.batch_size)
+  return {k: jax.ShapeDtypeStruct((b,) + shape, dtype)
+          for k, (shape, dtype) in example_shapes(config, tokenizer, model_cfg).items()}
+
+
+def global_batch(local: Mapping[str, np.ndarray], shardings: Mapping[str, Any],
+                 spec: Mapping[str, Any]) -> dict:
+  """This process's rows -> global jax.Arrays (`jax.make_array_from_process_local_data`).
+
+  Args: local: {field: array[B / process_count, ...]}; shardings: {field: Sharding};
+    spec: {field: ShapeDtypeStruct or shape tuple} of the global batch. Fields of `local`
+    not in `spec` (e.g. evaluation bookkeeping) are left out.
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+
+  missing = sorted(set(spec) - set(local))
+  if missing:
+    raise ValueError(f"the input batch lacks fields {missing}")
+  return {k: jax.make_array_from_process_local_data(
+      shardings[k], np.asarray(local[k]), tuple(getattr(spec[k], "shape", spec[k])))
+          for k in spec}
+
+
+@dataclasses.dataclass
+class TrainData:
+  """What the train loop needs: `iterator` (BatchIterator), `batch_spec` (global
+  ShapeDtypeStructs), `vocab_size`, `num_classes` (MIL classes = LLP label set), `tokenizer`."""
+
+  iterator: BatchIterator
+  batch_spec: dict
+  vocab_size: int
+  num_classes: int
+  tokenizer: Any
+
+
+def make_train_data(config, tokenizer, *, mask_codes: MaskCodes | None = None,
+                    process_index: int | None = None, process_count: int | None = None,
+                    model_cfg=None) -> TrainData:
+  """The training input of this process (drop-in for the synthetic source of train.py)."""
+  it = make_train_iterator(config, tokenizer, mask_codes=mask_codes, process_index=process_index,
+                           process_count=process_count, model_cfg=model_cfg)
+  return TrainData(it, batch_spec(config, tokenizer, model_cfg), tokenizer.layout.vocab_size,
+                   len(tokenizer.label_sets.get("avvp", ())), tokenizer)
+
+
+# ----------------------------------------------------------------------------- evaluation
+class _ReadEvalExample:
+  """(source index, frame index) -> the stored example tagged with both."""
+
+  random = False
+
+  def __init__(self, source):
+    self.source = source
+
+  def __call__(self, pair) -> dict:
+    index, frame = int(pair[0]), int(pair[1])
+    example = dict(self.source[index])
+    example["_example_index"] = index
+    if frame >= 0:
+      example["_frame_index"] = frame
+    return example
+
+
+def eval_items(task: str, source: shards.ShardSource) -> np.ndarray:
+  """int64[N, 2] (source index, frame index) of the evaluation examples: one per example;
+  for AVS one per annotated frame (frame index -1 for the other tasks)."""
+  if task != "avs":
+    return np.stack([np.arange(len(source)), np.full(len(source), -1)], 1)
+  items = []
+  for i in range(len(source)):
+    annotated = np.asarray(source[i]["mask_annotated"], bool)
+    items += [(i, k) for k in np.flatnonzero(annotated)]
+  return np.asarray(items, np.int64).reshape(-1, 2)
+
+
+@dataclasses.dataclass
+class EvalData:
+  """One pass over a task's evaluation split: `batches` (iterable of per-process numpy
+  batches with MODEL_FIELDS + EVAL_FIELDS), `source` (join `example_index` with
+  `source[i]` / `source.ids[i]`), `num_examples`, `num_batches`."""
+
+  task: str
+  source: shards.ShardSource
+  batches: Any
+  num_examples: int
+  num_batches: int
+
+
+def make_eval_batches(config, task: str, tokenizer, *, split: str | None = None,
+                      batch_size: int | None = None, max_examples: int | None = None,
+                      mask_codes: MaskCodes | None = None, process_index: int | None = None,
+                      process_count: int | None = None) -> EvalData:
+  """Evaluation batches of `task` (defaults: config.data.eval_split, config.eval.batch_size,
+  config.eval.max_examples with 0 = all). Global batch g holds examples [g*B, (g+1)*B);
+  process p gets rows [p*B/n, (p+1)*B/n) of it; rows past the end repeat example 0 with
+  valid=False."""
+  process_index, process_count = _process_layout(process_index, process_count)
+  split = split or config.data.eval_split
+  batch = int(batch_size or config.eval.batch_size)
+  limit = int(config.eval.max_examples if max_examples is None else max_examples)
+  local = per_process_batch_size(batch, process_count, "eval.batch_size")
+  source = open_source(config, task, split)
+  check_source(config, task, source)
+  items = eval_items(task, source)
+  items = items[:limit] if limit > 0 else items
+  n = len(items)
+  if not n:
+    raise ValueError(f"{source.dataset_dir}/{split} has no {task} evaluation examples")
+  num_batches = max(1, math.ceil(n / batch))
+  rows = np.arange(num_batches * batch).reshape(num_batches, process_count, local)
+  mine = rows[:, process_index].reshape(-1)  # this process's rows, batch by batch
+  valid = mine < n
+  ds = grain.MapDataset.source(items[np.where(valid, mine, 0)])
+  ds = ds.map(_ReadEvalExample(source))
+  ops = example_transforms(config, task, tokenizer, train=False, mask_codes=mask_codes)
+  ds = apply_transforms(ds, ops, _seed(config.seed, tasks.task_id(task), 3))
+  ds = ds.map_with_index(lambda i, ex: {**ex, "valid": np.bool_(valid[i])})
+  threads = max(1, int(config.data.prefetch))
+  batches = ds.batch(local).to_iter_dataset(
+      grain.ReadOptions(num_threads=threads, prefetch_buffer_size=threads))
+  return EvalData(task, source, batches, n, num_batches)
+
+
+# ----------------------------------------------------------------------------- label sets
+def _iter_records(dataset_path: str, split: str) -> Iterator[dict]:
+  """Decoded stored records of a split, in order (grouped datasets: one per video)."""
+  from array_record.python import array_record_data_source  # pylint: disable=g-import-not-at-top
+
+  info = shards.load_info(dataset_path)
+  if split not in info["splits"]:
+    raise ValueError(f"split {split!r} is not converted in {dataset_path}; converted splits: "
+                     f"{sorted(info['splits'])}")
+  files = [f"{os.path.join(dataset_path, s['file'])}[0:{s['num_records']}]"
+           for s in info["splits"][split]["shards"] if s["num_records"] > 0]
+  if not files:
+    return
+  source = array_record_data_source.ArrayRecordDataSource(files)
+  for i in range(len(source)):
+    yield records.decode(source[i])
+
+
+def _ordered(seen: list[str], official: tuple[str, ...]) -> tuple[str, ...]:
+  """The official list when it holds every seen label (keeps the official index order);
+  otherwise the seen labels sorted."""
+  unique = set(seen)
+  return tuple(official) if unique <= set(official) else tuple(sorted(unique))
+
+
+def collect_label_sets(shards_dir: str, datasets: Mapping[str, str] | None = None,
+                       split: str = "train") -> tuple[dict[str, tuple[str, ...]], list[str]]:
+  """Label sets and extra text for `tokens.Tokenizer.build`, from converted training data.
+
+  Args:
+    shards_dir: root of the converted datasets.
+    datasets: task -> dataset for the labelled tasks (default ave/llp/music_avqa); a task
+      whose dataset is not converted gets the official label set.
+  Returns:
+    ({"ave": AVE categories, "avvp": LLP classes (weak and dense labels), "avqa": answers},
+     extra_text = the question texts). AVE and LLP classes come in the official order when
+    the data only uses official names (else sorted); answers in first-appearance order, as
+    the official MUSIC-AVQA answer list is built.
+  """
+  from av_unified_jax import tokens  # pylint: disable=g-import-not-at-top
+
+  datasets = dict(datasets or {"ave": "ave", "avvp": "llp", "avqa": "music_avqa"})
+  label_sets = dict(tokens.OFFICIAL_LABEL_SETS)
+  extra: list[str] = []
+  for task, name in datasets.items():
+    path = os.path.join(shards_dir, name)
+    if not os.path.exists(os.path.join(path, shards.INFO_FILE)):
+      continue
+    seen: list[str] = []
+    for record in _iter_records(path, split):
+      if task == "ave":
+        seen.append(record["category"])
+      elif task == "avvp":
+        seen += list(record["weak_labels"]) + list(record["audio_labels"]) + \
+            list(record["visual_labels"])
+      else:
+        for q in record["questions"]:
+          seen.append(q["answer"])
+          extra.append(q["question"])
+    if task == "avqa":
+      label_sets[task] = tuple(dict.fromkeys(seen))
+    else:
+      label_sets[task] = _ordered(seen, tokens.OFFICIAL_LABEL_SETS[task])
+    if not label_sets[task]:
+      raise ValueError(f"{path}/{split} holds no {task} labels; convert its training split")
+  return label_sets, extra
+
+
+def build_tokenizer(config):
+  """A tokenizer from the converted training data of config.data.shards_dir (deterministic)."""
+  from av_unified_jax import tokens  # pylint: disable=g-import-not-at-top
+
+  datasets = {t: config.tasks[t].dataset for t in ("ave", "avvp", "avqa")}
+  label_sets, extra = collect_label_sets(config.data.shards_dir, datasets,
+                                         config.data.train_split)
+  return tokens.Tokenizer.build(label_sets, extra, max_time=int(config.tokens.max_time),
+                                num_loc_bins=int(config.tokens.num_loc_bins),
+                                num_mask_codes=int(config.tokens.num_mask_codes))
+
+
+def load_or_build_tokenizer(config, workdir: str | os.PathLike | None = None):
+  """The run's tokenizer: loaded from W/tokenizer/ when present, else built from the data and
+  (by process 0) saved there, so a resumed run and evaluation use the same vocabulary."""
+  from av_unified_jax import tokens  # pylint: disable=g-import-not-at-top
+
+  path = os.path.join(workdir, TOKENIZER_DIR) if workdir is not None else None
+  if path and os.path.exists(os.path.join(path, "tokenizer.json")):
+    return tokens.Tokenizer.load(path)
+  tok = build_tokenizer(config)
+  if path:
+    import jax  # pylint: disable=g-import-not-at-top
+
+    if jax.process_index() == 0:
+      tok.save(path)
+  return tok

@@ -1,0 +1,225 @@
+"""Per-task rules of the input pipeline: which datasets a task reads, how its seconds are
+chosen, its augmentation, and its prompt and target tokens (from `av_unified_jax.tokens`).
+
+    TASKS["ave"].datasets        # ("ave",)
+    TaskTokens("ave", tok, lp, lt)(clip)  # adds prompt/target tokens, weights, weak labels
+    ModelExample(...)(clip)      # fixed-shape model example (see `ModelExample`)
+
+Target rules (the target is padded with <pad> to `max_target_len`; `target_weights` is 1 on
+every real token including <eos>, 0 on padding and on the whole target when it is unusable):
+  ave   category/start/end -> `<class> <t_s> <t_e> <eos>`, or `<none> <eos>` when start == end.
+  avvp  dense rows (val/test) -> the dense parse with the dense prompt; without dense rows
+        (train) -> the weak class list with the weak prompt. `weak_labels` (multi-hot over the
+        tokenizer's avvp label set) and `has_weak` are always filled for LLP. A dense parse
+        longer than `max_target_len` keeps its first rows (canonical order) that fit.
+  avqa  prompt = `<avqa>` + question, target = the answer. A question longer than
+        `max_prompt_len` is cut (the task token is kept).
+  ssl   the union of the frame's clean boxes (corrupt and zero-area boxes dropped) after the
+        crop/flip -> 4 location tokens. No box (VGG-SS training clips) -> zero weights: the
+        clip still trains the contrastive loss.
+  avs   the prompt names the focus second k; target = `mask_codes(example_id, k)` (int[Kh, Kw]
+        codes of that frame's stored mask, precomputed with the mask tokenizer). None (or no
+        `mask_codes`, or no mask at k) -> zero weights. Geometric augmentation is off for AVS:
+        precomputed codes describe the stored mask, not a cropped or flipped one.
+Flip is off for MUSIC-AVQA: questions and answers say "left" and "right".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import numpy as np
+
+from av_unified_jax.data.transforms import Augment, union_box
+from av_unified_jax.tokens import TASKS as TASK_ORDER  # task_id indexes this tuple
+
+MaskCodes = Callable[[str, int], "np.ndarray | None"]
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskSpec:
+  """datasets: converted datasets the task may read; sample: whether a clip longer than T is
+  subsampled (else it must fit in T); augment: training augmentation."""
+
+  datasets: tuple[str, ...]
+  sample: bool
+  augment: Augment
+
+
+TASKS: dict[str, TaskSpec] = {
+    "ave": TaskSpec(("ave",), sample=False, augment=Augment(min_area=0.5, flip=True)),
+    "avvp": TaskSpec(("llp",), sample=False, augment=Augment(min_area=0.5, flip=True)),
+    "avqa": TaskSpec(("music_avqa",), sample=True, augment=Augment(min_area=0.8, flip=False)),
+    "ssl": TaskSpec(("vggss",), sample=True, augment=Augment(min_area=0.5, flip=True)),
+    "avs": TaskSpec(("avsbench_s4", "avsbench_ms3"), sample=False,
+                    augment=Augment(min_area=1.0, flip=False)),
+}
+
+
+def task_id(task: str) -> int:
+  return TASK_ORDER.index(task)
+
+
+def _pad(tokens: np.ndarray, length: int) -> np.ndarray:
+  out = np.zeros((length,), np.int32)
+  out[:len(tokens)] = tokens
+  return out
+
+
+@dataclasses.dataclass
+class TaskTokens:
+  """Adds `prompt_tokens` int32[Lp], `target_tokens` int32[Lt], `target_weights`
+  float32[Lt], `weak_labels` float32[C] and `has_weak` bool to a clip (rules: module doc).
+
+  `train=False` (evaluation): AVVP always uses the dense prompt; labels unknown to the
+  tokenizer give zero-weighted targets instead of an error.
+  """
+
+  task: str
+  tokenizer: object
+  max_prompt_len: int
+  max_target_len: int
+  train: bool = True
+  mask_codes: MaskCodes | None = None
+
+  random = False
+
+  def __post_init__(self):
+    self.weak_classes = tuple(self.tokenizer.label_sets.get("avvp", ()))
+    self._weak_index = {c: i for i, c in enumerate(self.weak_classes)}
+
+  def __call__(self, clip: dict) -> dict:
+    ex = clip["example"]
+    prompt, target = getattr(self, f"_{self.task}")(clip, ex)
+    if len(prompt) > self.max_prompt_len:
+      prompt = prompt[:self.max_prompt_len]
+    weights = np.zeros((self.max_target_len,), np.float32)
+    if target is not None:
+      if len(target) > self.max_target_len:
+        raise ValueError(f"{self.task} target of {ex.get('id')!r} has {len(target)} tokens, "
+                         f"more than tokens.max_target_len={self.max_target_len}; raise it")
+      weights[:len(target)] = 1.0
+    weak, has_weak = self._weak(ex)
+    return {**clip, "prompt_tokens": _pad(prompt, self.max_prompt_len),
+            "target_tokens": _pad(target if target is not None else [], self.max_target_len),
+            "target_weights": weights, "weak_labels": weak, "has_weak": has_weak}
+
+  # ------------------------------------------------------------------ tasks
+  def _encode(self, task, annotation, weak=False):
+    try:
+      return self.tokenizer.encode_target(task, annotation, weak=weak)
+    except ValueError:
+      if self.train:
+        raise
+      return None  # An evaluation label outside the training label set.
+
+  def _ave(self, clip, ex):
+    start, end = int(ex["start"]), int(ex["end"])
+    ann = {"label": ex["category"], "start": start, "end": end} if end > start \
+        else {"label": None, "start": 0, "end": 0}
+    return self.tokenizer.encode_prompt("ave"), self._encode("ave", ann)
+
+  def _avvp(self, clip, ex):
+    rows = [("audio", c, int(s), int(e)) for c, (s, e) in
+            zip(ex["audio_labels"], np.asarray(ex["audio_spans"]).reshape(-1, 2))]
+    rows += [("visual", c, int(s), int(e)) for c, (s, e) in
+             zip(ex["visual_labels"], np.asarray(ex["visual_spans"]).reshape(-1, 2))]
+    if rows or not self.train:
+      return self.tokenizer.encode_prompt("avvp"), self._dense_target(rows, ex)
+    return (self.tokenizer.encode_prompt("avvp", weak=True),
+            self._encode("avvp", list(ex["weak_labels"]), weak=True))
+
+  def _dense_target(self, rows, ex):
+    from av_unified_jax.tokens import canonical_avvp  # pylint: disable=g-import-not-at-top
+
+    if not rows and not self.train:
+      return None  # No dense annotation to compare with.
+    try:
+      rows = canonical_avvp(rows, self.weak_classes)
+    except ValueError:
+      if self.train:
+        raise
+      return None
+    rows = rows[:self.tokenizer.max_avvp_groups]
+    while True:
+      target = self.tokenizer.encode_target("avvp", rows)
+      if len(target) <= self.max_target_len or len(rows) <= 1:
+        return target
+      rows = rows[:-1]
+
+  def _avqa(self, clip, ex):
+    return (self.tokenizer.encode_prompt("avqa", question=ex["question"]),
+            self._encode("avqa", ex["answer"]))
+
+  def _ssl(self, clip, ex):
+    box = union_box(clip["boxes"])
+    return self.tokenizer.encode_prompt("ssl"), None if box is None else \
+        self.tokenizer.encode_target("ssl", box)
+
+  def _avs(self, clip, ex):
+    k = int(clip["mask_frame"])
+    prompt = self.tokenizer.encode_prompt("avs", second=k)
+    annotated = np.asarray(ex["mask_annotated"], bool)
+    if self.mask_codes is None or not annotated[k]:
+      return prompt, None
+    codes = self.mask_codes(ex["id"], k)
+    return prompt, None if codes is None else \
+        self.tokenizer.encode_target("avs", np.asarray(codes, np.int32))
+
+  def _weak(self, ex):
+    weak = np.zeros((len(self.weak_classes),), np.float32)
+    if self.task != "avvp":
+      return weak, False
+    for c in ex["weak_labels"]:
+      if c in self._weak_index:
+        weak[self._weak_index[c]] = 1.0
+      elif self.train:
+        raise ValueError(f"LLP weak label {c!r} of {ex.get('id')!r} is not in the tokenizer's "
+                         "avvp label set; rebuild the tokenizer from this data")
+    return weak, bool(len(ex["weak_labels"]))
+
+
+# The fields of a training example and of a batch (with a leading batch axis).
+MODEL_FIELDS = ("frames", "log_mel", "segment_mask", "prompt_tokens", "target_tokens",
+                "target_weights", "task_id", "weak_labels", "has_weak", "focus_segment")
+# Extra fields of evaluation examples: where the example comes from, and whether it is real.
+EVAL_FIELDS = ("example_index", "frame_index", "valid")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelExample:
+  """Clip -> the fixed-shape model example (T segments, padding has segment_mask False):
+
+    frames uint8[T, S, S, 3], log_mel float32[T, F, M], segment_mask bool[T],
+    prompt_tokens int32[Lp], target_tokens int32[Lt], target_weights float32[Lt],
+    task_id int32[], weak_labels float32[C], has_weak bool[], focus_segment int32[]
+  and with `eval_fields`: example_index int32[] (position in the split's source, see
+  `ShardSource`), frame_index int32[] (AVS: the stored frame of the target mask, else -1),
+  valid bool[] (False for padding examples of the last evaluation batch).
+  """
+
+  task: str
+  num_segments: int
+  eval_fields: bool = False
+
+  random = False
+
+  def __call__(self, clip: dict) -> dict[str, np.ndarray]:
+    t = self.num_segments
+    s = clip["frames"].shape[0]
+    frames = np.zeros((t,) + clip["frames"].shape[1:], np.uint8)  # [T, S, S, 3]
+    frames[:s] = clip["frames"]
+    log_mel = np.zeros((t,) + clip["log_mel"].shape[1:], np.float32)  # [T, F, M]
+    log_mel[:s] = clip["log_mel"]
+    out = {
+        "frames": frames, "log_mel": log_mel, "segment_mask": np.arange(t) < s,
+        "prompt_tokens": clip["prompt_tokens"], "target_tokens": clip["target_tokens"],
+        "target_weights": clip["target_weights"], "task_id": np.int32(task_id(self.task)),
+        "weak_labels": clip["weak_labels"], "has_weak": np.bool_(clip["has_weak"]),
+        "focus_segment": np.int32(clip["focus"]),
+    }
+    if self.eval_fields:
+      out.update(example_index=np.int32(clip["example_index"]),
+                 frame_index=np.int32(clip["mask_frame"]), valid=np.bool_(True))
+    return out
