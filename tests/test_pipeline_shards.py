@@ -104,7 +104,7 @@ def avqa_records(rng, uids, split, videos, questions):
     for q in range(questions):
       qid = 1000 * uid + q
       qs.append({"id": str(qid), "question_id": qid,
-                 "question": f"Is the instrument {q} on the left louder?",
+                 "question": f"Is the instrument {uid}-{q} on the left louder?",
                  "question_template": "Is the <Object> on the <LR> louder?",
                  "question_type": ["Audio-Visual", "Location"],
                  "answer": ANSWERS[(v + q) % len(ANSWERS)]})

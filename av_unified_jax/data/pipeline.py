@@ -39,10 +39,15 @@ from typing import Any
 import grain
 import numpy as np
 
-from av_unified_jax.data import records, shards, tasks, transforms
-from av_unified_jax.data.tasks import EVAL_FIELDS, MODEL_FIELDS, MaskCodes
+from av_unified_jax.data import shards, tasks, transforms
+from av_unified_jax.data.tasks import (EVAL_FIELDS, MODEL_FIELDS, TOKENIZER_DIR, MaskCodes,
+                                       build_tokenizer, collect_label_sets,
+                                       load_or_build_tokenizer)
 
-TOKENIZER_DIR = "tokenizer"
+__all__ = ["EVAL_FIELDS", "MODEL_FIELDS", "TOKENIZER_DIR", "BatchIterator", "EvalData",
+           "TrainData", "batch_spec", "build_tokenizer", "collect_label_sets",
+           "example_shapes", "global_batch", "load_or_build_tokenizer", "make_eval_batches",
+           "make_train_data", "make_train_iterator"]
 
 
 # ----------------------------------------------------------------------------- sources
@@ -402,100 +407,3 @@ def make_eval_batches(config, task: str, tokenizer, *, split: str | None = None,
   batches = ds.batch(local).to_iter_dataset(
       grain.ReadOptions(num_threads=threads, prefetch_buffer_size=threads))
   return EvalData(task, source, batches, n, num_batches)
-
-
-# ----------------------------------------------------------------------------- label sets
-def _iter_records(dataset_path: str, split: str) -> Iterator[dict]:
-  """Decoded stored records of a split, in order (grouped datasets: one per video)."""
-  from array_record.python import array_record_data_source  # pylint: disable=g-import-not-at-top
-
-  info = shards.load_info(dataset_path)
-  if split not in info["splits"]:
-    raise ValueError(f"split {split!r} is not converted in {dataset_path}; converted splits: "
-                     f"{sorted(info['splits'])}")
-  files = [f"{os.path.join(dataset_path, s['file'])}[0:{s['num_records']}]"
-           for s in info["splits"][split]["shards"] if s["num_records"] > 0]
-  if not files:
-    return
-  source = array_record_data_source.ArrayRecordDataSource(files)
-  for i in range(len(source)):
-    yield records.decode(source[i])
-
-
-def _ordered(seen: list[str], official: tuple[str, ...]) -> tuple[str, ...]:
-  """The official list when it holds every seen label (keeps the official index order);
-  otherwise the seen labels sorted."""
-  unique = set(seen)
-  return tuple(official) if unique <= set(official) else tuple(sorted(unique))
-
-
-def collect_label_sets(shards_dir: str, datasets: Mapping[str, str] | None = None,
-                       split: str = "train") -> tuple[dict[str, tuple[str, ...]], list[str]]:
-  """Label sets and extra text for `tokens.Tokenizer.build`, from converted training data.
-
-  Args:
-    shards_dir: root of the converted datasets.
-    datasets: task -> dataset for the labelled tasks (default ave/llp/music_avqa); a task
-      whose dataset is not converted gets the official label set.
-  Returns:
-    ({"ave": AVE categories, "avvp": LLP classes (weak and dense labels), "avqa": answers},
-     extra_text = the question texts). AVE and LLP classes come in the official order when
-    the data only uses official names (else sorted); answers in first-appearance order, as
-    the official MUSIC-AVQA answer list is built.
-  """
-  from av_unified_jax import tokens  # pylint: disable=g-import-not-at-top
-
-  datasets = dict(datasets or {"ave": "ave", "avvp": "llp", "avqa": "music_avqa"})
-  label_sets = dict(tokens.OFFICIAL_LABEL_SETS)
-  extra: list[str] = []
-  for task, name in datasets.items():
-    path = os.path.join(shards_dir, name)
-    if not os.path.exists(os.path.join(path, shards.INFO_FILE)):
-      continue
-    seen: list[str] = []
-    for record in _iter_records(path, split):
-      if task == "ave":
-        seen.append(record["category"])
-      elif task == "avvp":
-        seen += list(record["weak_labels"]) + list(record["audio_labels"]) + \
-            list(record["visual_labels"])
-      else:
-        for q in record["questions"]:
-          seen.append(q["answer"])
-          extra.append(q["question"])
-    if task == "avqa":
-      label_sets[task] = tuple(dict.fromkeys(seen))
-    else:
-      label_sets[task] = _ordered(seen, tokens.OFFICIAL_LABEL_SETS[task])
-    if not label_sets[task]:
-      raise ValueError(f"{path}/{split} holds no {task} labels; convert its training split")
-  return label_sets, extra
-
-
-def build_tokenizer(config):
-  """A tokenizer from the converted training data of config.data.shards_dir (deterministic)."""
-  from av_unified_jax import tokens  # pylint: disable=g-import-not-at-top
-
-  datasets = {t: config.tasks[t].dataset for t in ("ave", "avvp", "avqa")}
-  label_sets, extra = collect_label_sets(config.data.shards_dir, datasets,
-                                         config.data.train_split)
-  return tokens.Tokenizer.build(label_sets, extra, max_time=int(config.tokens.max_time),
-                                num_loc_bins=int(config.tokens.num_loc_bins),
-                                num_mask_codes=int(config.tokens.num_mask_codes))
-
-
-def load_or_build_tokenizer(config, workdir: str | os.PathLike | None = None):
-  """The run's tokenizer: loaded from W/tokenizer/ when present, else built from the data and
-  (by process 0) saved there, so a resumed run and evaluation use the same vocabulary."""
-  from av_unified_jax import tokens  # pylint: disable=g-import-not-at-top
-
-  path = os.path.join(workdir, TOKENIZER_DIR) if workdir is not None else None
-  if path and os.path.exists(os.path.join(path, "tokenizer.json")):
-    return tokens.Tokenizer.load(path)
-  tok = build_tokenizer(config)
-  if path:
-    import jax  # pylint: disable=g-import-not-at-top
-
-    if jax.process_index() == 0:
-      tok.save(path)
-  return tok

@@ -4,6 +4,8 @@ chosen, its augmentation, and its prompt and target tokens (from `av_unified_jax
     TASKS["ave"].datasets        # ("ave",)
     TaskTokens("ave", tok, lp, lt)(clip)  # adds prompt/target tokens, weights, weak labels
     ModelExample(...)(clip)      # fixed-shape model example (see `ModelExample`)
+    label_sets, extra = collect_label_sets(shards_dir)  # for tokens.Tokenizer.build
+    tok = load_or_build_tokenizer(config, workdir)      # built once per run, saved in W
 
 Target rules (the target is padded with <pad> to `max_target_len`; `target_weights` is 1 on
 every real token including <eos>, 0 on padding and on the whole target when it is unusable):
@@ -27,14 +29,19 @@ Flip is off for MUSIC-AVQA: questions and answers say "left" and "right".
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterator, Mapping
 
 import numpy as np
 
+from av_unified_jax import tokens
+from av_unified_jax.data import records, shards
 from av_unified_jax.data.transforms import Augment, union_box
-from av_unified_jax.tokens import TASKS as TASK_ORDER  # task_id indexes this tuple
+
+TASK_ORDER = tokens.TASKS  # task_id indexes this tuple
 
 MaskCodes = Callable[[str, int], "np.ndarray | None"]
+TOKENIZER_DIR = "tokenizer"  # W/tokenizer/: the run's tokenizer files
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,12 +138,10 @@ class TaskTokens:
             self._encode("avvp", list(ex["weak_labels"]), weak=True))
 
   def _dense_target(self, rows, ex):
-    from av_unified_jax.tokens import canonical_avvp  # pylint: disable=g-import-not-at-top
-
     if not rows and not self.train:
       return None  # No dense annotation to compare with.
     try:
-      rows = canonical_avvp(rows, self.weak_classes)
+      rows = tokens.canonical_avvp(rows, self.weak_classes)
     except ValueError:
       if self.train:
         raise
@@ -223,3 +228,94 @@ class ModelExample:
       out.update(example_index=np.int32(clip["example_index"]),
                  frame_index=np.int32(clip["mask_frame"]), valid=np.bool_(True))
     return out
+
+
+# ----------------------------------------------------------------------------- label sets
+def _iter_records(dataset_path: str, split: str) -> Iterator[dict]:
+  """Decoded stored records of a split, in order (grouped datasets: one per video)."""
+  from array_record.python import array_record_data_source  # pylint: disable=g-import-not-at-top
+
+  info = shards.load_info(dataset_path)
+  if split not in info["splits"]:
+    raise ValueError(f"split {split!r} is not converted in {dataset_path}; converted splits: "
+                     f"{sorted(info['splits'])}")
+  files = [f"{os.path.join(dataset_path, s['file'])}[0:{s['num_records']}]"
+           for s in info["splits"][split]["shards"] if s["num_records"] > 0]
+  if not files:
+    return
+  source = array_record_data_source.ArrayRecordDataSource(files)
+  for i in range(len(source)):
+    yield records.decode(source[i])
+
+
+def _ordered(seen: list[str], official: tuple[str, ...]) -> tuple[str, ...]:
+  """The official list when it holds every seen label (keeps the official index order);
+  otherwise the seen labels sorted."""
+  unique = set(seen)
+  return tuple(official) if unique <= set(official) else tuple(sorted(unique))
+
+
+def collect_label_sets(shards_dir: str, datasets: Mapping[str, str] | None = None,
+                       split: str = "train") -> tuple[dict[str, tuple[str, ...]], list[str]]:
+  """Label sets and extra text for `tokens.Tokenizer.build`, from converted training data.
+
+  Args:
+    shards_dir: root of the converted datasets.
+    datasets: task -> dataset for the labelled tasks (default ave/llp/music_avqa); a task
+      whose dataset is not converted gets the official label set.
+  Returns:
+    ({"ave": AVE categories, "avvp": LLP classes (weak and dense labels), "avqa": answers},
+     extra_text = the question texts). AVE and LLP classes come in the official order when
+    the data only uses official names (else sorted); answers in first-appearance order, as
+    the official MUSIC-AVQA answer list is built.
+  """
+  datasets = dict(datasets or {"ave": "ave", "avvp": "llp", "avqa": "music_avqa"})
+  label_sets = dict(tokens.OFFICIAL_LABEL_SETS)
+  extra: list[str] = []
+  for task, name in datasets.items():
+    path = os.path.join(shards_dir, name)
+    if not os.path.exists(os.path.join(path, shards.INFO_FILE)):
+      continue
+    seen: list[str] = []
+    for record in _iter_records(path, split):
+      if task == "ave":
+        seen.append(record["category"])
+      elif task == "avvp":
+        seen += list(record["weak_labels"]) + list(record["audio_labels"]) + \
+            list(record["visual_labels"])
+      else:
+        for q in record["questions"]:
+          seen.append(q["answer"])
+          extra.append(q["question"])
+    if task == "avqa":
+      label_sets[task] = tuple(dict.fromkeys(seen))
+    else:
+      label_sets[task] = _ordered(seen, tokens.OFFICIAL_LABEL_SETS[task])
+    if not label_sets[task]:
+      raise ValueError(f"{path}/{split} holds no {task} labels; convert its training split")
+  return label_sets, extra
+
+
+def build_tokenizer(config):
+  """A tokenizer from the converted training data of config.data.shards_dir (deterministic)."""
+  datasets = {t: config.tasks[t].dataset for t in ("ave", "avvp", "avqa")}
+  label_sets, extra = collect_label_sets(config.data.shards_dir, datasets,
+                                         config.data.train_split)
+  return tokens.Tokenizer.build(label_sets, extra, max_time=int(config.tokens.max_time),
+                                num_loc_bins=int(config.tokens.num_loc_bins),
+                                num_mask_codes=int(config.tokens.num_mask_codes))
+
+
+def load_or_build_tokenizer(config, workdir: str | os.PathLike | None = None):
+  """The run's tokenizer: loaded from W/tokenizer/ when present, else built from the data and
+  (by process 0) saved there, so a resumed run and evaluation use the same vocabulary."""
+  path = os.path.join(workdir, TOKENIZER_DIR) if workdir is not None else None
+  if path and os.path.exists(os.path.join(path, "tokenizer.json")):
+    return tokens.Tokenizer.load(path)
+  tok = build_tokenizer(config)
+  if path:
+    import jax  # pylint: disable=g-import-not-at-top
+
+    if jax.process_index() == 0:
+      tok.save(path)
+  return tok

@@ -1,0 +1,298 @@
+"""The training and evaluation input pipeline over tiny converted datasets of every layout:
+shapes and dtypes per task, targets and weights, determinism, exact resume, per-process shards,
+mixture proportions, evaluation batches, global arrays, label sets and errors."""
+
+import numpy as np
+import pytest
+
+from av_unified_jax import tokens
+from av_unified_jax.data import pipeline, shards, tasks
+from configs import tiny
+from test_pipeline_shards import write_tiny_datasets
+
+TASK_DATASET = {"ave": "ave", "avvp": "llp", "avqa": "music_avqa", "ssl": "vggss",
+                "avs": "avsbench_s4"}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+  root = tmp_path_factory.mktemp("shards")
+  uids = write_tiny_datasets(root)
+  return root, uids
+
+
+@pytest.fixture(scope="module")
+def tok(data):
+  return pipeline.build_tokenizer(make_config(data[0]))
+
+
+def make_config(root, only=None, **data_overrides):
+  c = tiny.get_config()
+  c.data.shards_dir = str(root)
+  c.data.batch_size = 8
+  for key, value in data_overrides.items():
+    c.data[key] = value
+  if only is not None:
+    for t in tasks.TASK_ORDER:
+      c.tasks[t].weight = float(only.get(t, 0.0))
+  return c
+
+
+def uid_of(batch):
+  """The example identity written into every log-mel value (see test_pipeline_shards)."""
+  return np.rint(batch["log_mel"][:, 0, 0, 0]).astype(int)
+
+
+def take(it, n):
+  return [next(it) for _ in range(n)]
+
+
+def assert_batches_equal(a, b):
+  for x, y in zip(a, b, strict=True):
+    assert sorted(x) == sorted(y)
+    for k in x:
+      np.testing.assert_array_equal(x[k], y[k], err_msg=k)
+
+
+class CodeTable:
+  """mask_codes lookup: a fixed code grid per (example id, frame)."""
+
+  def __init__(self, grid=(8, 8)):
+    self.grid = grid
+
+  def __call__(self, example_id, frame):
+    seed = sum(map(ord, example_id)) + frame
+    return np.random.default_rng(seed).integers(0, 512, self.grid).astype(np.int32)
+
+
+def check_common(batch, task, tok, config):
+  shapes = pipeline.example_shapes(config, tok)
+  assert sorted(batch) == sorted(shapes) == sorted(tasks.MODEL_FIELDS)
+  for key, (shape, dtype) in shapes.items():
+    assert batch[key].shape == (8,) + shape, key
+    assert batch[key].dtype == dtype, key
+  np.testing.assert_array_equal(batch["task_id"], tasks.TASK_ORDER.index(task))
+  np.testing.assert_array_equal(batch["prompt_tokens"][:, 0], tok.layout.task_token(task))
+  w, t = batch["target_weights"], batch["target_tokens"]
+  n = w.sum(1).astype(int)
+  for row in range(8):  # weights: ones on the real tokens through <eos>, zeros after
+    np.testing.assert_array_equal(w[row], np.arange(w.shape[1]) < n[row])
+    np.testing.assert_array_equal(t[row, n[row]:], 0)
+    if n[row]:
+      assert t[row, n[row] - 1] == tok.layout.EOS and tok.layout.EOS not in t[row, :n[row] - 1]
+  return n
+
+
+def test_ave_batches(data, tok):
+  root, uids = data
+  config = make_config(root, {"ave": 1})
+  batch = next(pipeline.make_train_iterator(config, tok, process_index=0, process_count=1))
+  n = check_common(batch, "ave", tok, config)
+  source = shards.open_split(root / "ave", "train")
+  for row, uid in enumerate(uid_of(batch)):
+    ex = source[uids[("ave", "train")].index(uid)]
+    label = ex["category"] if ex["end"] > ex["start"] else None
+    decoded = tok.decode_target("ave", batch["target_tokens"][row, :n[row]])
+    want = {"label": label, "start": int(ex["start"]), "end": int(ex["end"])} if label else \
+        {"label": None, "start": 0, "end": 0}
+    assert decoded == want
+  assert batch["segment_mask"].all() and not batch["has_weak"].any()
+  np.testing.assert_array_equal(batch["focus_segment"], 5)
+
+
+def test_avvp_batches_use_weak_prompt_and_multi_hot(data, tok):
+  root, uids = data
+  config = make_config(root, {"avvp": 1}, batch_size=8)
+  it = pipeline.make_train_iterator(config, tok, process_index=0, process_count=1)
+  source = shards.open_split(root / "llp", "train")
+  weak_prompt = tok.encode_prompt("avvp", weak=True)
+  seen_short = False
+  for batch in take(it, 3):
+    n = check_common(batch, "avvp", tok, config)
+    np.testing.assert_array_equal(batch["prompt_tokens"][:, :len(weak_prompt)],
+                                  np.broadcast_to(weak_prompt, (8, len(weak_prompt))))
+    assert batch["has_weak"].all()
+    for row, uid in enumerate(uid_of(batch)):
+      index = uids[("llp", "train")].index(uid)
+      ex = source[index]
+      want = np.isin(tok.label_sets["avvp"], ex["weak_labels"]).astype(np.float32)
+      np.testing.assert_array_equal(batch["weak_labels"][row], want)
+      assert tok.decode_target("avvp", batch["target_tokens"][row, :n[row]], weak=True) == \
+          sorted(ex["weak_labels"], key=tok.label_sets["avvp"].index)
+      assert batch["segment_mask"][row].sum() == int(ex["num_segments"])
+      seen_short |= int(ex["num_segments"]) == 8
+  assert seen_short  # the clip with 8 valid seconds came through with segment_mask 8 True
+
+
+def test_avqa_batches_sample_ten_of_sixty_seconds(data, tok):
+  root, uids = data
+  config = make_config(root, {"avqa": 1})
+  batch = next(pipeline.make_train_iterator(config, tok, process_index=0, process_count=1))
+  n = check_common(batch, "avqa", tok, config)
+  assert batch["segment_mask"].all()
+  source = shards.open_split(root / "music_avqa", "train")
+  answers = {source[i]["question"]: source[i]["answer"] for i in range(len(source))}
+  for row in range(8):
+    prompt = batch["prompt_tokens"][row]
+    question = tok.text.decode([int(t) - tok.layout.text_range[0] for t in prompt[1:] if t])
+    assert tok.decode_target("avqa", batch["target_tokens"][row, :n[row]]) == answers[question]
+
+
+def test_ssl_training_clips_without_boxes_have_zero_target_weight(data, tok):
+  root, _ = data
+  config = make_config(root, {"ssl": 1})
+  batch = next(pipeline.make_train_iterator(config, tok, process_index=0, process_count=1))
+  check_common(batch, "ssl", tok, config)
+  assert batch["target_weights"].sum() == 0 and batch["segment_mask"].all()
+
+
+def test_avs_batches_pad_to_t_and_take_codes(data, tok):
+  root, uids = data
+  config = make_config(root, {"avs": 1})
+  table = CodeTable()
+  it = pipeline.make_train_iterator(config, tok, mask_codes=table, process_index=0,
+                                    process_count=1)
+  batch = next(it)
+  n = check_common(batch, "avs", tok, config)
+  np.testing.assert_array_equal(batch["segment_mask"], np.broadcast_to(np.arange(10) < 5, (8, 10)))
+  np.testing.assert_array_equal(batch["frames"][:, 5:], 0)
+  np.testing.assert_array_equal(batch["focus_segment"], 0)  # S4 train: frame 0 annotated
+  np.testing.assert_array_equal(n, 65)
+  source = shards.open_split(root / "avsbench_s4", "train")
+  for row, uid in enumerate(uid_of(batch)):
+    example_id = source[uids[("avsbench_s4", "train")].index(uid)]["id"]
+    np.testing.assert_array_equal(tok.decode_target("avs", batch["target_tokens"][row]),
+                                  table(example_id, 0))
+  np.testing.assert_array_equal(batch["prompt_tokens"][:, len(tok.encode_prompt("avs", second=0))
+                                                      - 1], tok.layout.time_token(0))
+  no_codes = next(pipeline.make_train_iterator(config, tok, process_index=0, process_count=1))
+  assert no_codes["target_weights"].sum() == 0
+
+
+def test_same_seed_same_batches_other_seed_other_batches(data, tok):
+  config = make_config(data[0])
+  a = take(pipeline.make_train_iterator(config, tok, process_index=0, process_count=1), 3)
+  b = take(pipeline.make_train_iterator(config, tok, process_index=0, process_count=1), 3)
+  assert_batches_equal(a, b)
+  config.seed = 1
+  c = take(pipeline.make_train_iterator(config, tok, process_index=0, process_count=1), 3)
+  assert not all(np.array_equal(x["frames"], y["frames"]) for x, y in zip(a, c))
+
+
+def test_resume_continues_exactly_and_workers_do_not_change_the_stream(data, tok):
+  config = make_config(data[0])
+  full = take(pipeline.make_train_iterator(config, tok, process_index=0, process_count=1), 5)
+  it = pipeline.make_train_iterator(config, tok, process_index=0, process_count=1)
+  take(it, 2)
+  state = it.get_state()
+  assert state["next_batch"] == 2
+  config.data.worker_count = 1
+  resumed = pipeline.make_train_iterator(config, tok, process_index=0, process_count=1)
+  resumed.set_state(state)
+  try:
+    assert_batches_equal(full[2:], take(resumed, 3))
+    assert resumed.get_state()["next_batch"] == 5
+  finally:
+    resumed.close()
+  config.seed = 5
+  other = pipeline.make_train_iterator(config, tok, process_index=0, process_count=1)
+  with pytest.raises(ValueError, match="seed"):
+    other.set_state(state)
+
+
+def test_processes_read_disjoint_parts_of_each_split(data, tok):
+  root, uids = data
+  config = make_config(root, {"ave": 1}, batch_size=4)
+  seen = []
+  for p in range(2):
+    it = pipeline.make_train_iterator(config, tok, process_index=p, process_count=2)
+    seen.append({int(u) for b in take(it, 8) for u in uid_of(b)})  # 16 rows = 2+ epochs
+  assert not seen[0] & seen[1]
+  assert seen[0] | seen[1] == set(uids[("ave", "train")])
+
+
+def test_mixture_follows_the_weights(data, tok):
+  config = make_config(data[0], {"ave": 3, "ssl": 1}, batch_size=8)
+  it = pipeline.make_train_iterator(config, tok, process_index=0, process_count=1)
+  ids = np.concatenate([b["task_id"] for b in take(it, 25)])
+  share = np.mean(ids == tasks.TASK_ORDER.index("ave"))
+  assert set(ids.tolist()) == {0, 3} and 0.70 <= share <= 0.80, share
+
+
+def test_eval_batches_cover_the_split_once_per_process_layout(data, tok):
+  root, uids = data
+  config = make_config(root)
+  table = CodeTable()
+  rows = []
+  for p in range(2):
+    ev = pipeline.make_eval_batches(config, "avs", tok, batch_size=4, max_examples=0,
+                                    mask_codes=table, process_index=p, process_count=2)
+    batches = list(ev.batches)
+    assert ev.num_examples == 15 and len(batches) == ev.num_batches == 4
+    for b in batches:
+      assert b["frames"].shape == (2, 10, 32, 32, 3)
+      np.testing.assert_array_equal(b["focus_segment"], b["frame_index"])
+      np.testing.assert_array_equal(b["target_weights"].sum(1), 65)
+      rows += [(int(i), int(k)) for i, k, v in zip(b["example_index"], b["frame_index"],
+                                                   b["valid"]) if v]
+  assert sorted(rows) == [(i, k) for i in range(3) for k in range(5)]
+  ssl = pipeline.make_eval_batches(config, "ssl", tok, batch_size=8, max_examples=0,
+                                   process_index=0, process_count=1)
+  b = next(iter(ssl.batches))
+  np.testing.assert_array_equal(b["valid"], np.arange(8) < 4)
+  first = ssl.source[0]
+  box = tokens.quantize_coord(np.asarray(first["boxes"][0]), tok.layout.num_loc_bins)
+  np.testing.assert_array_equal(b["target_tokens"][0, :4], tok.layout.loc_token(box))
+  assert b["segment_mask"].all()  # one stored frame, repeated over the 10 seconds
+  np.testing.assert_array_equal(b["frames"][0, 0], b["frames"][0, 9])
+  avvp = next(iter(pipeline.make_eval_batches(config, "avvp", tok, max_examples=0,
+                                              process_index=0, process_count=1).batches))
+  dense = tok.encode_prompt("avvp")
+  np.testing.assert_array_equal(avvp["prompt_tokens"][0, :len(dense)], dense)
+
+
+def test_global_batch_on_eight_devices(data, tok):
+  import jax  # pylint: disable=g-import-not-at-top
+  from av_unified_jax import sharding  # pylint: disable=g-import-not-at-top
+
+  config = make_config(data[0])
+  local = next(pipeline.make_train_iterator(config, tok, process_index=0, process_count=1))
+  spec = pipeline.batch_spec(config, tok)
+  mesh = sharding.make_mesh({"data": -1, "fsdp": 1, "tensor": 1})
+  shardings = sharding.batch_shardings(spec, mesh, sharding.logical_rules(config))
+  batch = pipeline.global_batch(local, shardings, spec)
+  assert len(jax.devices()) == 8
+  for key, value in batch.items():
+    assert value.shape == spec[key].shape and value.dtype == spec[key].dtype
+    assert len(value.addressable_shards) == 8
+    np.testing.assert_array_equal(np.asarray(value), local[key])
+
+
+def test_label_sets_and_tokenizer_saved_in_workdir(data, tmp_path):
+  root, _ = data
+  label_sets, extra = pipeline.collect_label_sets(str(root))
+  assert label_sets["ave"] == tokens.AVE_CLASSES  # only official names: official order
+  assert label_sets["avvp"] == tokens.LLP_CLASSES
+  assert label_sets["avqa"] == ("two", "yes", "left", "no")  # first appearance in train
+  assert len(extra) == 9 and extra[0].startswith("Is the instrument")
+  config = make_config(root)
+  tok = pipeline.load_or_build_tokenizer(config, tmp_path)
+  assert (tmp_path / pipeline.TOKENIZER_DIR / "tokenizer.json").exists()
+  again = pipeline.load_or_build_tokenizer(config, tmp_path)
+  assert again.layout == tok.layout and again.label_sets == tok.label_sets
+
+
+def test_clear_errors(data, tok, tmp_path):
+  root, _ = data
+  config = make_config(tmp_path / "nothing", {"ave": 1})
+  with pytest.raises(FileNotFoundError, match="dataset_info.json"):
+    pipeline.make_train_iterator(config, tok, process_index=0, process_count=1)
+  config = make_config(root, {"ave": 1}, num_segments=5)
+  with pytest.raises(ValueError, match="num_segments=5"):
+    pipeline.make_train_iterator(config, tok, process_index=0, process_count=1)
+  config = make_config(root, {"ave": 1}, batch_size=9)
+  with pytest.raises(ValueError, match="not divisible"):
+    pipeline.make_train_iterator(config, tok, process_index=0, process_count=2)
+  config = make_config(root, {})
+  with pytest.raises(ValueError, match="weight is 0"):
+    pipeline.make_train_iterator(config, tok, process_index=0, process_count=1)
