@@ -131,7 +131,13 @@ def _write_shards(dataset, dataset_dir, raw_dir, todo, params, workers, strict, 
     for plan in todo:
       with writer.ShardWriter(dataset_dir, plan, params) as shard:
         for unit in plan.units:
-          _add_outcome(shard, unit, next(results), seconds, strict, counts)
+          try:
+            built = next(results)
+          except Exception as e:  # A bug or a crashed worker: name the clip, keep the shards.
+            raise ConversionError(
+                f"{dataset}/{plan.split}: converting {unit.key} failed ({type(e).__name__}: "
+                f"{e}); finished shards are kept, run the command again to resume") from e
+          _add_outcome(shard, unit, built, seconds, strict, counts)
           bar.update(1)
           bar.set_postfix(written=counts["written"], skipped=counts["skipped"], refresh=False)
         shard.commit()
