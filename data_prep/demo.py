@@ -135,7 +135,7 @@ def build_raw(out_dir: Path, clips: int = DEFAULT_CLIPS, image_size: int = DEFAU
     _init_worker(*init)
     metas = [_make_clip(t) for t in flat]
   classes = load_pack(assets_dir).classes
-  args = {"seed": seed, "clips": clips, "image_size": image_size}
+  args = {"seed": seed, "clips_per_layout": clips, "image_size": image_size}
   out, k = {}, 0
   for n in names:
     out[n], k = metas[k:k + len(tasks[n])], k + len(tasks[n])

@@ -76,6 +76,7 @@ class Scene:
     shown[start:end] = True
     self.layers.append(dc.Layer(rgba, pos, shown))
     self.objects.append({"class": cls, "image": stamp.id, "slot": slot,
+                         "size": list(rgba.shape[:2]), "pos": pos.tolist(),
                          "visible": shown.tolist()})
     return len(self.layers) - 1
 
