@@ -57,11 +57,7 @@ def make_record(spec: schema.DatasetSpec, unit: Unit, clip: media.Clip,
   if not spec.grouped:
     return schema.conform(spec, fields)
   questions = fields.pop("questions")
-  stored = [schema.conform(spec, {**fields, **q}) for q in questions]
-  record = {k: v for k, v in stored[0].items() if k not in questions[0]}
-  record["id"] = unit.key
-  record["questions"] = [{k: s[k] for k in q} for s, q in zip(stored, questions)]
-  return record
+  return schema.conform_grouped(spec, fields, questions)
 
 
 def build(unit: Unit, raw_dir: str, dataset: str, params: ConvertParams) -> Built:

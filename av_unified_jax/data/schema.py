@@ -221,3 +221,19 @@ def conform(spec: DatasetSpec, example: dict) -> dict:
                        f"{getattr(value, 'shape', '')}")
     out[f.name] = value
   return out
+
+
+def conform_grouped(spec: DatasetSpec, shared: dict, questions: list[dict]) -> dict:
+  """The stored record of a grouped dataset (MUSIC-AVQA): one video, several examples.
+
+  `shared` holds the fields common to the video's examples (its `id` is the video id);
+  each entry of `questions` holds one example's own fields, `id` included. Every joined
+  example is checked with `conform`. Returns {shared fields..., "questions": [own fields]}.
+  """
+  if not spec.grouped or not questions:
+    raise ValueError(f"{spec.name}: conform_grouped needs a grouped dataset and >= 1 question")
+  stored = [conform(spec, {**shared, **q}) for q in questions]
+  record = {k: v for k, v in stored[0].items() if k not in questions[0]}
+  record["id"] = shared["id"]
+  record["questions"] = [{k: s[k] for k in q} for s, q in zip(stored, questions)]
+  return record
