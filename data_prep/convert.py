@@ -159,17 +159,18 @@ def _add_outcome(shard, unit, built, seconds, strict, counts):
     counts["written"] += len(unit.example_ids)
 
 
-def _split_summary(work: SplitWork, indexes: list[dict]) -> tuple[dict, dict]:
-  """(dataset_info entry, report entry) of a finished split."""
-  skipped = work.skipped + [s for index in indexes for s in index["skipped"]]
-  written = sum(len(ids) for index in indexes for ids in index["records"])
+def _split_summary(work: SplitWork, indexes: list[dict | None]) -> tuple[dict, dict]:
+  """(dataset_info entry, report entry) of a split from its finished shards' indexes."""
+  done = [(plan, index) for plan, index in zip(work.plans, indexes) if index is not None]
+  skipped = work.skipped + [s for _, index in done for s in index["skipped"]]
+  written = sum(len(ids) for _, index in done for ids in index["records"])
   info = {
       "num_examples": written,
-      "num_records": sum(index["num_records"] for index in indexes),
+      "num_records": sum(index["num_records"] for _, index in done),
       "num_skipped": len(skipped),
-      "num_padded": sum(len(index["padded"]) for index in indexes),
-      "shards": [{"file": p.file, "num_records": index["num_records"]}
-                 for p, index in zip(work.plans, indexes)],
+      "num_padded": sum(len(index["padded"]) for _, index in done),
+      "shards": [{"file": plan.file, "num_records": index["num_records"]}
+                 for plan, index in done],
       "notes": work.listing.notes,
   }
   return info, {"written": written, "skipped": skipped}
@@ -255,7 +256,7 @@ def convert(dataset: str, raw_dir: str, out_dir: str, splits=None, workers: int 
     print(f"{dataset}: part {part} of {num_parts} done; {missing} shards belong to other parts. "
           "Gather all parts' files into one OUT and run the command again without --part to "
           "write dataset_info.json and report.json.")
-    return {w.split: _split_summary(w, [i for i in indexes[w.split] if i])[1] for w in works}
+    return {w.split: _split_summary(w, indexes[w.split])[1] for w in works}
   info, report = _finalize(dataset, raw_dir, dataset_dir, works, indexes, params)
   for split, entry in report.items():
     print(f"{dataset}/{split}: written {entry['written']}, skipped {len(entry['skipped'])}, "

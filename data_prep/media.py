@@ -100,7 +100,7 @@ class _FramePicker:
     self.targets = [(k + 0.5) / params.fps for k in range(seconds * params.fps)]
     self.params = params
     self.images: list[bytes] = []
-    self.prev = None  # (time, av.VideoFrame)
+    self.prev = None  # the last decoded av.VideoFrame
     self.t0 = None
     self.end = 0.0
     self._last = None
@@ -152,6 +152,7 @@ def _check_truncated(rel, decoded, declared, seconds, params):
 def _pad_frames(images: list[bytes], valid: int, seconds: int, fps: int) -> list[bytes]:
   """Repeats the frames of the last valid second up to `seconds`."""
   images = images[:valid * fps]
+  images += images[-1:] * (valid * fps - len(images))  # within the duration tolerance
   last = images[(valid - 1) * fps:]
   return images + last * (seconds - valid)
 
