@@ -90,9 +90,9 @@ def require_file(raw_dir: str, rel: str, dataset: str, what: str) -> str:
   path = os.path.join(raw_dir, rel)
   if not os.path.isfile(path):
     raise AnnotationFileError(
-        f"{dataset}: annotation file {path} not found ({what}). Check --raw_dir points at the "
-        "benchmark as distributed (see data_prep/README or `python -m data_prep.convert "
-        "--help`), or choose other splits with --split.")
+        f"{dataset}: annotation file {path} not found ({what}). Check that --raw_dir holds the "
+        "benchmark as distributed (layouts: `python -m data_prep.convert --help`), or choose "
+        "other splits with --split.")
   return path
 
 

@@ -269,15 +269,17 @@ def parse_args(argv=None) -> argparse.Namespace:
   parser = argparse.ArgumentParser(
       prog="python -m data_prep.convert", description=__doc__.split("\n\n")[0],
       formatter_class=argparse.RawDescriptionHelpFormatter,
-      epilog="\n\n".join(__doc__.split("\n\n")[2:]))
+      epilog="\n\n".join(__doc__.split("\n\n")[2:] + ["Raw layouts read:"] + [
+          m.__doc__.strip() for m in (ave, llp, music_avqa, vggss, avsbench)]))
   parser.add_argument("--dataset", required=True, choices=sorted(LISTERS))
   parser.add_argument("--raw_dir", required=True, help="the benchmark's files as distributed")
   parser.add_argument("--out_dir", required=True, help="writes OUT/<dataset>/")
-  parser.add_argument("--split", action="append", dest="splits",
+  parser.add_argument("--split", action="append", dest="splits", metavar="S",
                       help="split to convert (repeatable); default: all")
   parser.add_argument("--workers", type=int, default=1, help="decoding processes")
   parser.add_argument("--strict", action="store_true", help="stop at the first bad input")
-  parser.add_argument("--limit", type=int, default=None, help="first K clips of each split")
+  parser.add_argument("--limit", type=int, default=None, metavar="K",
+                      help="first K clips of each split")
   parser.add_argument("--image_size", type=int, default=224, help="frame side, pixels")
   parser.add_argument("--fps", type=int, default=1, help="frames per second of video")
   parser.add_argument("--num_parts", type=int, default=1, help="split across P machines")
