@@ -296,3 +296,50 @@ def test_clear_errors(data, tok, tmp_path):
   config = make_config(root, {})
   with pytest.raises(ValueError, match="weight is 0"):
     pipeline.make_train_iterator(config, tok, process_index=0, process_count=1)
+
+
+def test_mask_code_table_from_an_encoder_feeds_avs_targets(data, tok):
+  import pickle  # pylint: disable=g-import-not-at-top
+
+  root, _ = data
+  source = shards.open_split(root / "avsbench_s4", "train")
+
+  def encode(masks):  # bool[B, 16, 16] -> int32[B, 8, 8]: 2x2 block sums (0..4)
+    assert masks.shape[1:] == (16, 16) and masks.dtype == bool
+    return masks.reshape(-1, 8, 2, 8, 2).sum((2, 4)).astype(np.int32)  # [B, 8, 8]
+
+  table = pipeline.precompute_mask_codes(source, encode, mask_size=16, batch_size=4)
+  assert len(table) == len(source)  # S4 train: one annotated frame per clip
+  assert table(source[0]["id"], 1) is None and table(source[0]["id"], 0).max() == 4
+  table = pickle.loads(pickle.dumps(table))
+  config = make_config(root, {"avs": 1})
+  batch = next(pipeline.make_train_iterator(config, tok, mask_codes=table, process_index=0,
+                                            process_count=1))
+  codes = tok.layout.token_code(batch["target_tokens"][:, :64].astype(np.int64))
+  assert codes.max() == 4 and (codes > 0).any(axis=1).all()
+
+
+def test_flip_is_off_for_avqa_and_geometry_off_for_avs(data, tok):
+  config = make_config(data[0])
+  names = {t: [type(op).__name__ for op in pipeline.example_transforms(config, t, tok, train=True)]
+           for t in tasks.TASK_ORDER}
+  assert "RandomHorizontalFlip" in names["ave"] and "RandomHorizontalFlip" in names["ssl"]
+  assert "RandomHorizontalFlip" not in names["avqa"] and "RandomHorizontalFlip" not in names["avs"]
+  assert all("SpecAugment" in n for n in names.values())
+  evals = pipeline.example_transforms(config, "ave", tok, train=False)
+  assert [type(op).__name__ for op in evals] == ["SelectSegments", "RandomResizedCrop",
+                                                 "TaskTokens", "ModelExample"]
+  assert evals[1].min_area == 1.0
+
+
+def test_train_data_for_the_train_loop(data, tok):
+  from av_unified_jax import models  # pylint: disable=g-import-not-at-top
+
+  config = make_config(data[0])
+  train_data = pipeline.make_train_data(config, tok, process_index=0, process_count=1)
+  assert train_data.vocab_size == tok.layout.vocab_size and train_data.num_classes == 25
+  cfg = models.model_config_from(config.model)
+  assert train_data.batch_spec["log_mel"].shape == (8, 10, cfg.mel_frames, cfg.mel_bins)
+  batch = next(train_data.iterator)
+  assert {k: v.shape for k, v in batch.items()} == \
+      {k: s.shape for k, s in train_data.batch_spec.items()}
