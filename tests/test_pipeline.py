@@ -293,6 +293,14 @@ def test_clear_errors(data, tok, tmp_path):
   config = make_config(root, {"ave": 1}, batch_size=9)
   with pytest.raises(ValueError, match="not divisible"):
     pipeline.make_train_iterator(config, tok, process_index=0, process_count=2)
+  config = make_config(root, {"avs": 1})
+  config.tokens.max_target_len = 40
+  with pytest.raises(ValueError, match="max_target_len=40"):
+    pipeline.make_train_iterator(config, tok, process_index=0, process_count=1)
+  config = make_config(root, {"ave": 1})
+  config.tokens.max_time = 9
+  with pytest.raises(ValueError, match="<t_10>"):
+    pipeline.make_train_iterator(config, tok, process_index=0, process_count=1)
   config = make_config(root, {})
   with pytest.raises(ValueError, match="weight is 0"):
     pipeline.make_train_iterator(config, tok, process_index=0, process_count=1)
@@ -343,3 +351,18 @@ def test_train_data_for_the_train_loop(data, tok):
   batch = next(train_data.iterator)
   assert {k: v.shape for k, v in batch.items()} == \
       {k: s.shape for k, s in train_data.batch_spec.items()}
+
+
+def test_iterator_state_round_trips_through_the_checkpoint_handler(data, tok, tmp_path):
+  from etils import epath  # pylint: disable=g-import-not-at-top
+  from av_unified_jax import checkpointing  # pylint: disable=g-import-not-at-top
+
+  config = make_config(data[0], {"ave": 1, "avqa": 2})
+  it = pipeline.make_train_iterator(config, tok, process_index=0, process_count=1)
+  take(it, 3)
+  handler = checkpointing.DataIteratorHandler()
+  handler.save(epath.Path(tmp_path), checkpointing.DataIteratorSave(it))
+  expected = take(it, 2)
+  fresh = pipeline.make_train_iterator(config, tok, process_index=0, process_count=1)
+  handler.restore(epath.Path(tmp_path), checkpointing.DataIteratorRestore(fresh))
+  assert_batches_equal(expected, take(fresh, 2))

@@ -86,9 +86,10 @@ def check_source(config, task: str, source: shards.ShardSource, model_cfg=None) 
   if clip > t and not spec.sample:
     raise ValueError(f"{task}: {source.spec.name} clips have {clip} s but "
                      f"config.data.num_segments={t}; this task needs T >= {clip}")
-  if task in ("ave", "avvp", "avs") and t - 1 > config.tokens.max_time:
-    raise ValueError(f"config.data.num_segments={t} needs time tokens up to {t - 1}, but "
-                     f"config.tokens.max_time={config.tokens.max_time}")
+  last_time = {"ave": clip, "avvp": clip, "avs": clip - 1}.get(task, 0)
+  if last_time > config.tokens.max_time:
+    raise ValueError(f"{task} targets/prompts of {source.spec.name} need time tokens up to "
+                     f"<t_{last_time}>, but config.tokens.max_time={config.tokens.max_time}")
   params = source.info.get("params", {})
   if model_cfg is not None and params:
     got = (params.get("mel_frames_per_second"), params.get("n_mels"))
@@ -97,6 +98,23 @@ def check_source(config, task: str, source: shards.ShardSource, model_cfg=None) 
       raise ValueError(f"{source.dataset_dir} has log-mel [F, M] = {list(got)} per second, "
                        f"the model expects {list(want)}: set model.mel_frames/mel_bins or "
                        "convert the data again")
+
+
+def check_lengths(config, task: str, tokenizer) -> None:
+  """Raises when a fixed prompt or a fixed-length target does not fit the static lengths."""
+  lp, lt = int(config.tokens.max_prompt_len), int(config.tokens.max_target_len)
+  prompts = {"ave": [tokenizer.encode_prompt("ave")], "ssl": [tokenizer.encode_prompt("ssl")],
+             "avvp": [tokenizer.encode_prompt("avvp"), tokenizer.encode_prompt("avvp", weak=True)],
+             "avs": [tokenizer.encode_prompt("avs", second=0)]}.get(task, [])
+  longest = max((len(p) for p in prompts), default=0)
+  if longest > lp:
+    raise ValueError(f"the {task} prompt has {longest} tokens, more than "
+                     f"config.tokens.max_prompt_len={lp}")
+  kh, kw = tokenizer.mask_grid
+  need = {"avs": kh * kw + 1, "ssl": 5}.get(task, 0)
+  if need > lt:
+    raise ValueError(f"{task} targets have {need} tokens, more than "
+                     f"config.tokens.max_target_len={lt}")
 
 
 def _seed(*parts: int) -> int:
@@ -108,6 +126,7 @@ def example_transforms(config, task: str, tokenizer, *, train: bool,
                        mask_codes: MaskCodes | None = None) -> list:
   """The named transforms from a stored example to a model example (see tasks.py)."""
   spec = tasks.TASKS[task]
+  check_lengths(config, task, tokenizer)
   select = transforms.SelectSegments(int(config.data.num_segments), sample=spec.sample,
                                      mask_frame=task == "avs", train=train)
   clip_ops = transforms.clip_transforms(int(config.data.image_size),
