@@ -149,6 +149,19 @@ def test_log_mel_of_resampled_padded_audio_equals_librosa(converted):
   np.testing.assert_allclose(example["log_mel"].astype(np.float32), want, rtol=2e-3, atol=2e-2)
 
 
+def test_malformed_rows_are_reported_with_file_and_line(converted):
+  _, _, expected, report = converted["llp"]
+  bad_dense = next(i for i, k in expected["val"].items() if k == "malformed annotation row")
+  reasons = {s["id"]: s["reason"] for s in report["val"]["skipped"]}
+  assert reasons[bad_dense].startswith("malformed annotation row AVVP_eval_audio.csv:109: ")
+  reasons = {s["id"]: s["reason"] for s in report["train"]["skipped"]}
+  assert reasons["onlyonefield"].startswith("malformed annotation row AVVP_train.csv:42: ")
+  assert "Not_a_class" in reasons[next(i for i in reasons if i.endswith("_x"))]
+  _, _, _, avqa_report = converted["music_avqa"]
+  reasons = {s["id"]: s["reason"] for s in avqa_report["test"]["skipped"]}
+  assert reasons["999001"].startswith("malformed annotation row json_update/avqa-test.json:")
+
+
 def test_llp_weak_and_dense_labels(converted):
   raw, dataset_dir, expected, _ = converted["llp"]
   val_id = next(i for i, k in expected["val"].items() if k == "ok")
