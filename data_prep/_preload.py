@@ -3,8 +3,8 @@ loaded and librosa's compiled kernels warm (their first call costs seconds per p
 
 import numpy as np
 
-from data_prep import build, media
+import data_prep.build  # noqa: F401  (loads PyAV, Pillow, librosa and the converters)
+from data_prep import media
 from data_prep.params import ConvertParams
 
-del build  # Imported for its dependencies only.
 media.log_mel(np.zeros(ConvertParams().sample_rate, np.float32), 1, ConvertParams())
