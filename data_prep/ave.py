@@ -10,8 +10,8 @@ on two rows (two categories) gives two examples, id '<VideoID>:<Category>'.
 
 from __future__ import annotations
 
-from data_prep.common import Listing, Unit, VideoMedia, bad_row, parse_int, read_rows, \
-    require_file
+from data_prep.common import (Listing, Unit, VideoMedia, bad_row, parse_int, read_rows,
+                              require_file)
 
 SPLIT_FILES = {"train": "trainSet.txt", "val": "valSet.txt", "test": "testSet.txt"}
 ALL_ROWS = "Annotations.txt"

@@ -10,8 +10,8 @@ are ignored (their count is recorded in dataset_info). A malformed dense row ski
 
 from __future__ import annotations
 
-from data_prep.common import Listing, Unit, VideoMedia, bad_row, parse_int, read_rows, \
-    require_file
+from data_prep.common import (Listing, Unit, VideoMedia, bad_row, parse_int, read_rows,
+                              require_file)
 
 SPLIT_FILES = {"train": "AVVP_train.csv", "val": "AVVP_val_pd.csv", "test": "AVVP_test_pd.csv"}
 DENSE_FILES = {"audio": "AVVP_eval_audio.csv", "visual": "AVVP_eval_visual.csv"}

@@ -14,8 +14,8 @@ from __future__ import annotations
 import numbers
 import re
 
-from data_prep.common import Listing, StillsMedia, Unit, VideoMedia, bad_row, read_json_array, \
-    read_rows, require_file
+from data_prep.common import (Listing, StillsMedia, Unit, VideoMedia, bad_row,
+                              read_json_array, read_rows, require_file)
 
 CLIP_SECONDS = 10
 BOXES = "vggss.json"

@@ -55,7 +55,8 @@ def test_interrupted_run_keeps_finished_shards_and_resumes(ave_raw, tmp_path, mo
     return real_build(unit, *args)
 
   monkeypatch.setattr(build, "build", crash_on_third)
-  with pytest.raises(convert.ConversionError, match="converting 0giAfYq9oVM:.* failed .*worker died"):
+  with pytest.raises(convert.ConversionError,
+                     match="converting 0giAfYq9oVM:.* failed .*worker died"):
     convert.convert("ave", ave_raw, tmp_path, splits=["train"], **KW)
   split_dir = tmp_path / "ave" / "train"
   assert sorted(p.name for p in split_dir.iterdir()) == [

@@ -99,7 +99,8 @@ class ShardSource:
 
   def _open(self):
     if self._source is None:
-      from array_record.python import array_record_data_source  # pylint: disable=g-import-not-at-top
+      # Imported here so that `import av_unified_jax.data` stays light.
+      from array_record.python import array_record_data_source
 
       paths = [f"{os.path.join(self.dataset_dir, s['file'])}[0:{s['num_records']}]"
                for s in self._shards]
