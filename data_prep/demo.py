@@ -145,20 +145,28 @@ def build_raw(out_dir: Path, clips: int = DEFAULT_CLIPS, image_size: int = DEFAU
 
 
 def convert_all(out_dir: Path, image_size: int, workers: int = 1, datasets=None,
-                progress: bool = False) -> dict:
-  """Converts every raw tree with `data_prep.convert`; raises if any clip was skipped."""
+                progress: bool = False) -> tuple[dict, dict[str, str]]:
+  """Converts every raw tree with `data_prep.convert` into DIR/shards.
+
+  Returns (reports, problems): a dataset whose conversion raised or skipped clips is listed
+  in `problems` with the reason, and the other datasets are still converted.
+  """
   from data_prep import convert  # Imported late: the raw trees do not need it.
 
-  reports = {}
+  reports, problems = {}, {}
   for n in list(datasets or LAYOUTS):
     shutil.rmtree(out_dir / "shards" / n, ignore_errors=True)
-    reports[n] = convert.convert(n, out_dir / "raw" / LAYOUTS[n].root, out_dir / "shards",
-                                 workers=workers, image_size=image_size, fps=1,
-                                 progress=progress)
+    try:
+      reports[n] = convert.convert(n, out_dir / "raw" / LAYOUTS[n].root, out_dir / "shards",
+                                   workers=workers, image_size=image_size, fps=1,
+                                   progress=progress)
+    except Exception as e:  # noqa: BLE001 -- reported with the dataset name, run continues.
+      problems[n] = f"conversion failed: {type(e).__name__}: {e}"
+      continue
     skipped = {s: r["skipped"] for s, r in reports[n].items() if r.get("skipped")}
     if skipped:
-      raise RuntimeError(f"demo dataset {n}: the converter skipped clips: {skipped}")
-  return reports
+      problems[n] = f"the converter skipped clips: {skipped}"
+  return reports, problems
 
 
 def main(argv=None) -> int:
@@ -178,8 +186,9 @@ def main(argv=None) -> int:
     t1 = time.perf_counter()
     counts = ", ".join(f"{n} {len(m)}" for n, m in metas.items())
     print(f"raw trees: {counts} clips in {t1 - t0:.1f} s -> {args.out_dir / 'raw'}")
+    problems = {}
     if not args.no_convert:
-      convert_all(args.out_dir, args.image_size, args.workers, progress=True)
+      _, problems = convert_all(args.out_dir, args.image_size, args.workers, progress=True)
       t2 = time.perf_counter()
       print(f"conversion: {t2 - t1:.1f} s -> {args.out_dir / 'shards'}")
     from data_prep import demo_preview
@@ -187,6 +196,8 @@ def main(argv=None) -> int:
     t3 = time.perf_counter()
     demo_preview.draw(args.out_dir, args.out_dir / "preview.png")
     print(f"preview: {time.perf_counter() - t3:.1f} s -> {args.out_dir / 'preview.png'}")
+    if problems:
+      raise RuntimeError("; ".join(f"demo dataset {n}: {p}" for n, p in problems.items()))
   except (ValueError, FileNotFoundError, RuntimeError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
