@@ -4,8 +4,8 @@ The train step is `fn(state, batch, rng) -> (state, metrics)`: jit it once with 
 `donate_argnums=(0,)`. Inside, the dropout key is `fold_in(rng, state.step)`, so a resumed run
 draws the same keys as an uninterrupted one.
 
-Loss (per optimizer step, see `compute_loss`):
-  token = sum_b loss_weight[task_b] * sum_t w_bt * ce_bt / sum_bt w_bt
+Loss (per optimizer step, see `compute_loss`), with u_b = loss_weight[task_b]:
+  token = sum_bt u_b * w_bt * ce_bt / sum_bt u_b * w_bt
   total = token + loss.contrastive_weight * contrastive + loss.mil_weight * mil
 where `ce` is the (label-smoothed) token cross-entropy, `w` the target weights built by the
 input pipeline, the contrastive loss aligns `audio_embed` with `visual_embed` over valid
@@ -80,7 +80,8 @@ def task_loss_weights(config) -> jax.Array:
 
 
 def compute_loss(outputs: Mapping[str, jax.Array], batch: Batch, loss_cfg,
-                 task_weights: jax.Array) -> tuple[jax.Array, Metrics]:
+                 task_weights: jax.Array,
+                 token_norm: jax.Array | None = None) -> tuple[jax.Array, Metrics]:
   """Total loss and its parts for one (micro-)batch.
 
   Args:
@@ -91,35 +92,48 @@ def compute_loss(outputs: Mapping[str, jax.Array], batch: Batch, loss_cfg,
       `has_weak` bool[B]).
     loss_cfg: `config.loss`.
     task_weights: float32[num_tasks] per-task weight of the token loss.
+    token_norm: float32[] normaliser of the token loss (default: this batch's task-weighted
+      target-token count); with gradient accumulation, the whole batch's, so that the
+      micro-batch token losses add up to the whole batch's.
   Returns:
-    (loss float32[], metrics): metrics hold the summed parts needed for logging:
-    `task_loss_sum` / `task_token_count` float32[num_tasks], `token_loss`, `contrastive`,
-    `mil`, `target_tokens`, `examples`.
+    (loss float32[], metrics): `token_loss`, `contrastive`, `mil` (float32[]) and the sums
+    needed for per-task logging, `task_loss_sum` / `task_token_count` float32[num_tasks],
+    `target_tokens`, `examples`.
   """
-  weights = batch["target_weights"].astype(jnp.float32)  # [B, Lt]
-  ce = losses.token_cross_entropy(outputs["logits"], batch["target_tokens"],
-                                  label_smoothing=loss_cfg.label_smoothing)  # [B, Lt]
-  example_sum = jnp.sum(ce * weights, axis=-1)  # [B]
-  example_count = jnp.sum(weights, axis=-1)  # [B]
-  onehot = jax.nn.one_hot(batch["task_id"], len(TASKS), dtype=jnp.float32)  # [B, num_tasks]
-  total_count = jnp.maximum(jnp.sum(example_count), 1.0)
-  token_loss = jnp.sum(example_sum * (onehot @ task_weights)) / total_count
+  task_mask = jax.nn.one_hot(batch["task_id"], len(TASKS), dtype=jnp.float32)  # [B, tasks]
+  sums, counts = [], []
+  for i in range(len(TASKS)):  # XLA shares the log-softmax between the five calls.
+    weights = batch["target_weights"] * task_mask[:, i:i + 1]  # [B, Lt]
+    ce_sum, count = losses.token_cross_entropy(
+        outputs["logits"], batch["target_tokens"], weights, loss_cfg.label_smoothing)
+    sums.append(ce_sum)
+    counts.append(count)
+  task_sum, task_count = jnp.stack(sums), jnp.stack(counts)  # [tasks]
+  if token_norm is None:
+    token_norm = jnp.sum(task_count * task_weights)
+  token_loss = jnp.sum(task_sum * task_weights) / jnp.maximum(token_norm, 1e-6)
 
   contrastive = losses.contrastive_loss(
       outputs["audio_embed"], outputs["visual_embed"], batch["segment_mask"],
-      temperature=loss_cfg.contrastive_temperature)
+      loss_cfg.contrastive_temperature)
   mil = losses.mil_bce(outputs["mil_video_probs"], batch["weak_labels"], batch["has_weak"])
   loss = token_loss + loss_cfg.contrastive_weight * contrastive + loss_cfg.mil_weight * mil
   metrics = {
-      "task_loss_sum": example_sum @ onehot,  # [num_tasks]
-      "task_token_count": example_count @ onehot,  # [num_tasks]
+      "task_loss_sum": task_sum,
+      "task_token_count": task_count,
       "token_loss": token_loss,
       "contrastive": contrastive,
       "mil": mil,
-      "target_tokens": jnp.sum(example_count),
+      "target_tokens": jnp.sum(task_count),
       "examples": jnp.asarray(batch["task_id"].shape[0], jnp.float32),
   }
   return loss, metrics
+
+
+def token_normalizer(batch: Batch, task_weights: jax.Array) -> jax.Array:
+  """float32[]: the task-weighted number of target tokens of a batch."""
+  per_example = jnp.sum(batch["target_weights"].astype(jnp.float32), axis=-1)  # [B]
+  return jnp.sum(per_example * task_weights[batch["task_id"]])
 
 
 # ----------------------------------------------------------------------------- steps
@@ -151,29 +165,38 @@ def make_train_step(model, tx: optax.GradientTransformation, schedule: optax.Sch
   if accum < 1:
     raise ValueError(f"optim.grad_accum_steps={accum} must be >= 1")
 
-  def loss_fn(params, batch, rng):
+  def loss_fn(params, batch, rng, token_norm=None):
     outputs = model.apply({"params": params}, batch, train=True, rngs={"dropout": rng})
-    return compute_loss(outputs, batch, loss_cfg, task_weights)
+    return compute_loss(outputs, batch, loss_cfg, task_weights, token_norm)
+
+  def micro_loss_fn(params, batch, rng, token_norm):
+    # Token loss normalised by the whole batch's token count (the parts add up); auxiliary
+    # losses are micro-batch means, so they enter with 1 / accum (their sum is the average).
+    loss, metrics = loss_fn(params, batch, rng, token_norm)
+    token_loss = metrics["token_loss"]
+    return token_loss + (loss - token_loss) / accum, metrics
 
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+  micro_grad_fn = jax.value_and_grad(micro_loss_fn, has_aux=True)
 
   def accumulated_grads(params, batch, rng):
     if accum == 1:
       return grad_fn(params, batch, rng)
     micro = _split_microbatches(batch, accum)
+    token_norm = token_normalizer(batch, task_weights)
 
     def body(carry, inputs):
       index, mb = inputs
-      (loss, metrics), grads = grad_fn(params, mb, jax.random.fold_in(rng, index))
-      return jax.tree.map(jnp.add, carry, ((loss, metrics), grads)), None
+      out = micro_grad_fn(params, mb, jax.random.fold_in(rng, index), token_norm)
+      return jax.tree.map(jnp.add, carry, out), None
 
-    shapes = jax.eval_shape(grad_fn, params, jax.tree.map(lambda x: x[0], micro), rng)
+    shapes = jax.eval_shape(micro_grad_fn, params, jax.tree.map(lambda x: x[0], micro), rng,
+                            token_norm)
     zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
-    total, _ = jax.lax.scan(body, zeros, (jnp.arange(accum), micro))
-    (loss, metrics), grads = total
-    mean = lambda x: x / accum
-    metrics = {k: (v if k in _SUMMED else mean(v)) for k, v in metrics.items()}
-    return (mean(loss), metrics), jax.tree.map(mean, grads)
+    ((loss, metrics), grads), _ = jax.lax.scan(body, zeros, (jnp.arange(accum), micro))
+    metrics = dict(metrics, contrastive=metrics["contrastive"] / accum,
+                   mil=metrics["mil"] / accum)
+    return (loss, metrics), grads
 
   def train_step(state: TrainState, batch: Batch, rng: jax.Array):
     step_rng = jax.random.fold_in(rng, state.step)
@@ -186,10 +209,6 @@ def make_train_step(model, tx: optax.GradientTransformation, schedule: optax.Sch
     return new_state, metrics
 
   return train_step
-
-
-# Metrics that are sums over the batch (added across micro-batches, not averaged).
-_SUMMED = ("task_loss_sum", "task_token_count", "target_tokens", "examples")
 
 
 def make_eval_step(model, config) -> Callable[[Any, Batch], Metrics]:

@@ -11,7 +11,6 @@ Targets are a fixed function of the prompt and task, so a model can learn them (
 from __future__ import annotations
 
 import dataclasses
-import json
 
 import numpy as np
 
@@ -98,7 +97,3 @@ def make_batch(spec: SyntheticSpec, seed: int, index: int) -> dict[str, np.ndarr
       "has_weak": task_id == 1,
       "focus_segment": rng.integers(0, num_valid, size=b).astype(np.int32),
   }
-
-
-def state_to_bytes(state: dict) -> bytes:
-  return json.dumps(state).encode()

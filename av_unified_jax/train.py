@@ -16,13 +16,14 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
-from av_unified_jax import checkpointing, metric_writers, steps, synthetic
+from av_unified_jax import checkpointing, metric_writers, models, sharding, steps, synthetic
+from av_unified_jax.data import pipeline
+from av_unified_jax.data.pipeline import TrainData
 
 # evaluate_fn(state, step) -> {task: {metric: value}} (or None); called on eval steps.
 EvaluateFn = Callable[[steps.TrainState, int], Mapping[str, Mapping[str, float]] | None]
@@ -45,9 +46,18 @@ class TrainContext:
 
 def train_and_evaluate(config, workdir: str | Path, *,
                        make_evaluate_fn: Callable[[TrainContext], EvaluateFn] | None = None,
+                       data: TrainData | None = None, model=None,
                        progress: bool | None = None) -> int:
   """Trains `config` in `workdir`, resuming from its latest checkpoint; returns 0 when done.
 
+  Args:
+    config: the experiment ConfigDict (configs/common.py has every key).
+    workdir: the run's work directory W.
+    make_evaluate_fn: builds the evaluation hook `evaluate_fn(state, step)` from a
+      `TrainContext`; it runs every `eval_every_steps` and at the end.
+    data: the training input (default: `make_train_data(config, workdir)`).
+    model: the flax module (default: `models.AVUnified` for `config.model`).
+    progress: show a progress bar (default: when stderr is a terminal).
   Raises NonFiniteLossError (after keeping the last good checkpoint) if the loss diverges.
   A SIGTERM saves a checkpoint at the next step and returns 0.
   """
@@ -55,25 +65,24 @@ def train_and_evaluate(config, workdir: str | Path, *,
   is_primary = jax.process_index() == 0
 
   # ---- Mesh.
-  mesh = make_mesh(config)
-  rules = tuple(tuple(r) for r in config.logical_axis_rules)
+  mesh = sharding.make_mesh(config.mesh)
+  rules = sharding.logical_rules(config)
 
   # ---- Data (each process reads its own part of every global batch).
-  data = make_train_data(config)
+  data = data or make_train_data(config, workdir)
 
   # ---- Model and abstract (shape-only) train state.
-  model = build_model(config, data.vocab_size, data.num_classes)
+  model = model or build_model(config, data.vocab_size, data.num_classes)
   tx, schedule = steps.make_optimizer(config.optim, config.total_steps)
   init_rng, dropout_rng = jax.random.split(jax.random.key(config.seed))
   init_fn = make_init_fn(model, tx, data.batch_spec)
   abstract_boxed = jax.eval_shape(init_fn, init_rng)
 
   # ---- Shardings: logical axis names -> mesh axes.
-  state_shardings = nn.logical_to_mesh_sharding(
-      nn.get_partition_spec(abstract_boxed), mesh, rules)
+  state_shardings = sharding.param_shardings(abstract_boxed, mesh, rules)
   abstract_state = checkpointing.with_shardings(
       checkpointing.unbox(abstract_boxed), state_shardings)
-  batch_shardings = batch_sharding_tree(data.batch_spec, mesh, rules)
+  batch_shardings = sharding.batch_shardings(data.batch_spec, mesh, rules)
   replicated = NamedSharding(mesh, PartitionSpec())
 
   # ---- Step functions (jitted once, the state donated).
@@ -87,11 +96,10 @@ def train_and_evaluate(config, workdir: str | Path, *,
   # ---- Restore the latest checkpoint, or initialize.
   manager = checkpointing.make_manager(workdir, config.keep_checkpoints)
   start_step = manager.latest_step() or 0
-  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-    if start_step:
-      state = checkpointing.restore(manager, start_step, abstract_state, data.iterator)
-    else:
-      state = init_state(init_rng)
+  if start_step:
+    state = checkpointing.restore(manager, start_step, abstract_state, data.iterator)
+  else:
+    state = init_state(init_rng)  # Outside `activate`: flax boxes reshape kernels at init.
   writer = metric_writers.MetricWriter(
       workdir, total_steps=config.total_steps, start_step=start_step, is_primary=is_primary,
       progress=progress)
@@ -108,9 +116,9 @@ def train_and_evaluate(config, workdir: str | Path, *,
   meter = ThroughputMeter(start_step, config.data.batch_size)
   step, evaluated_at = start_step, None
   try:
-    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    with sharding.activate(mesh, rules):
       for step in range(start_step + 1, config.total_steps + 1):
-        batch = to_global_batch(next(data.iterator), batch_shardings, data.batch_spec)
+        batch = pipeline.global_batch(next(data.iterator), batch_shardings, data.batch_spec)
         state, metrics = train_step(state, batch, dropout_rng)
         pending.append((step, metrics))
         writer.progress(step)
@@ -136,7 +144,7 @@ def train_and_evaluate(config, workdir: str | Path, *,
 
     # ---- Final evaluation (when the run was already complete before this call).
     if evaluate_fn is not None and evaluated_at != config.total_steps:
-      with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+      with sharding.activate(mesh, rules):
         run_evaluation(evaluate_fn, state, step, writer)
   except NonFiniteLossError as e:
     manager.wait_until_finished()
@@ -150,66 +158,44 @@ def train_and_evaluate(config, workdir: str | Path, *,
     manager.wait_until_finished()
     watcher.close()
     writer.close()
+    if hasattr(data.iterator, "close"):
+      data.iterator.close()
   return 0
 
 
 # ----------------------------------------------------------------------------- helpers
-def make_mesh(config) -> jax.sharding.Mesh:
-  """The (data, fsdp, tensor) mesh over all devices; one axis of `config.mesh` may be -1."""
-  names = ("data", "fsdp", "tensor")
-  shape = [int(config.mesh[n]) for n in names]
-  n_dev = jax.device_count()
-  if shape.count(-1) > 1:
-    raise ValueError(f"config.mesh={dict(config.mesh)}: at most one axis may be -1")
-  known = math.prod(s for s in shape if s != -1)
-  if -1 in shape:
-    shape[shape.index(-1)] = n_dev // known
-  if math.prod(shape) != n_dev:
-    raise ValueError(f"config.mesh={dict(config.mesh)} needs {math.prod(shape)} devices, "
-                     f"but {n_dev} are available; change config.mesh")
-  return jax.make_mesh(tuple(shape), names,
-                       axis_types=(jax.sharding.AxisType.Auto,) * len(names))
+SYNTHETIC_VOCAB_SIZE = 256  # Token ids of synthetic batches (no tokenizer).
+SYNTHETIC_NUM_CLASSES = 25  # Weak-label classes of synthetic batches (as LLP).
 
 
-@dataclasses.dataclass
-class TrainData:
-  """The training input: a per-process batch iterator with `get_state`/`set_state`, the global
-  batch's shapes (`{field: jax.ShapeDtypeStruct}`), and the vocabulary and class counts."""
-  iterator: Any
-  batch_spec: dict[str, jax.ShapeDtypeStruct]
-  vocab_size: int
-  num_classes: int
+def make_train_data(config, workdir: str | Path) -> TrainData:
+  """This process's training input: the grain pipeline over `data.shards_dir` (tokenizer kept
+  in W/tokenizer), or deterministic synthetic batches when `data.synthetic`."""
+  model_cfg = models.model_config_from(config.model)
+  if config.data.synthetic:
+    return synthetic_train_data(config, model_cfg)
+  tokenizer = pipeline.load_or_build_tokenizer(config, workdir)
+  return pipeline.make_train_data(config, tokenizer, model_cfg=model_cfg)
 
 
-SYNTHETIC_VOCAB_SIZE = 256
-SYNTHETIC_NUM_CLASSES = 25
-
-
-def make_train_data(config) -> TrainData:
-  """The training input of `config` for this process (synthetic when `data.synthetic`)."""
-  if not config.data.synthetic:
-    raise ValueError("training from shards needs av_unified_jax.data.pipeline, which is not in "
-                     "this version; set --config.data.synthetic=True")
-  from av_unified_jax import models
-
-  mcfg = models.model_config_from(config.model)
+def synthetic_train_data(config, model_cfg) -> TrainData:
   spec = synthetic.SyntheticSpec(
       batch_size=config.data.batch_size, num_segments=config.data.num_segments,
-      image_size=config.data.image_size, mel_frames=mcfg.mel_frames, mel_bins=mcfg.mel_bins,
-      prompt_len=config.tokens.max_prompt_len, target_len=config.tokens.max_target_len,
-      vocab_size=SYNTHETIC_VOCAB_SIZE, num_classes=SYNTHETIC_NUM_CLASSES)
+      image_size=config.data.image_size, mel_frames=model_cfg.mel_frames,
+      mel_bins=model_cfg.mel_bins, prompt_len=config.tokens.max_prompt_len,
+      target_len=config.tokens.max_target_len, vocab_size=SYNTHETIC_VOCAB_SIZE,
+      num_classes=SYNTHETIC_NUM_CLASSES)
   iterator = synthetic.SyntheticIterator(spec, config.seed, jax.process_index(),
                                          jax.process_count())
   example = synthetic.make_batch(dataclasses.replace(spec, batch_size=1), config.seed, 0)
   batch_spec = {k: jax.ShapeDtypeStruct((spec.batch_size,) + v.shape[1:], v.dtype)
                 for k, v in example.items()}
-  return TrainData(iterator, batch_spec, SYNTHETIC_VOCAB_SIZE, SYNTHETIC_NUM_CLASSES)
+  return TrainData(iterator, batch_spec, SYNTHETIC_VOCAB_SIZE, SYNTHETIC_NUM_CLASSES,
+                   tokenizer=None)
 
 
 def build_model(config, vocab_size: int, num_classes: int):
   """`models.AVUnified` for `config.model` with the data's vocabulary and class count."""
-  from av_unified_jax import models
-
   cfg = models.model_config_from(config.model, vocab_size=vocab_size,
                                  num_mil_classes=num_classes)
   return models.AVUnified(cfg)
@@ -223,22 +209,6 @@ def make_init_fn(model, tx, batch_spec: Mapping[str, jax.ShapeDtypeStruct]):
     return steps.TrainState(step=jnp.zeros((), jnp.int32), params=params,
                             opt_state=tx.init(params))
   return init_fn
-
-
-def batch_sharding_tree(batch_spec, mesh, rules) -> dict[str, NamedSharding]:
-  """Every batch field sharded along its leading (batch) axis by the `batch` rule."""
-  spec = nn.logical_to_mesh_axes(("batch",), rules)
-  return {k: NamedSharding(mesh, spec) for k in batch_spec}
-
-
-def to_global_batch(local: Mapping[str, np.ndarray], shardings, batch_spec) -> dict:
-  """This process's rows of a batch -> global `jax.Array`s (the one host->device transfer)."""
-  missing = sorted(set(batch_spec) - set(local))
-  if missing:
-    raise ValueError(f"input batch lacks fields {missing}")
-  return {k: jax.make_array_from_process_local_data(shardings[k], np.asarray(local[k]),
-                                                    batch_spec[k].shape)
-          for k in batch_spec}
 
 
 def check_finite(pending: list[tuple[int, dict]]) -> None:
