@@ -46,12 +46,26 @@ def summary(config, flags, **_) -> int:
   return summary_lib.run(config, flags)
 
 
+def export(config, flags, **_) -> int:
+  """--mode=export: writes a PyTorch export of W's checkpoint to --export_dir (+ --verify)."""
+  del config  # The run's own config (W/config.json) describes the model.
+  if not flags.workdir or not flags.export_dir:
+    raise UserError("--mode=export needs --workdir=W (a trained run) and --export_dir=E")
+  from av_unified_jax.export import exporter
+
+  try:
+    return exporter.run(flags.workdir, flags.export_dir, step=flags.step, dtype=flags.dtype,
+                        verify=flags.verify)
+  except exporter.ExportError as e:
+    raise UserError(str(e)) from None
+
+
 # mode name -> callable(config, flags, default_job=bool) -> int exit code.
 MODES = {
     "train": train,
     "eval": _not_available("eval"),
     "predict": _not_available("predict"),
-    "export": _not_available("export"),
+    "export": export,
     "summary": summary,
 }
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,35 @@ GRAMMARS_FILE = "grammars.safetensors"
 MODELING_FILE = "modeling_av_unified.py"
 README_FILE = "README.md"
 DTYPES = ("float32", "bfloat16")
+
+
+class ExportError(ValueError):
+  """The run cannot be exported (missing files, weights that do not fit the model)."""
+
+
+def run(workdir: str | Path, export_dir: str | Path, step: int | None = None,
+        dtype: str = "float32", verify: bool = False) -> int:
+  """--mode=export: exports W's checkpoint `step` (default latest) to `export_dir`; with
+  `verify`, prints the verification's JSON line and returns 1 when it fails."""
+  from av_unified_jax import evaluate  # pylint: disable=g-import-not-at-top
+  from av_unified_jax.export import verify as verify_lib  # pylint: disable=g-import-not-at-top
+
+  if dtype not in DTYPES:
+    raise ExportError(f"--dtype={dtype}: use one of {DTYPES}")
+  try:
+    source, summary = export_workdir(workdir, export_dir, step, dtype)
+  except (evaluate.RunError, mapping.MappingError, FileNotFoundError) as e:
+    raise ExportError(str(e)) from None
+  print(f"exported step {summary['step']} of {workdir} ({summary['n_params']:,} parameters, "
+        f"{dtype}) to {export_dir}", file=sys.stderr)
+  if not verify:
+    return 0
+  report = verify_lib.verify_export(source, export_dir, dtype)
+  verify_lib.print_report(report)
+  if not verify_lib.passed(report):
+    print(f"error: {verify_lib.describe_failure(report)}", file=sys.stderr)
+    return 1
+  return 0
 
 
 @dataclasses.dataclass

@@ -105,12 +105,13 @@ def verify_export(source: exporter.Source, export_dir: str | Path,
                   dtype: str = "float32") -> dict:
   """Compares the JAX model with the export in `export_dir` on `fixed_batch`."""
   import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
 
   batch, names = fixed_batch(source)
   cfg = source.model.cfg
   lens = {n: g.max_len for n, g in source.tokenizer.grammars().items()}
   max_len = min(max(lens[n] for n in names), cfg.max_decode_len)
-  params = rounded_params(nn.meta.unbox(source.params), dtype)
+  params = rounded_params(jax.device_get(nn.meta.unbox(source.params)), dtype)
   jax_logits, jax_tokens = jax_outputs(source, params, batch, names, max_len)
   torch_logits, torch_tokens, n_params = torch_outputs(export_dir, batch, names, max_len)
   return {"max_abs_logit_diff": float(np.max(np.abs(jax_logits - torch_logits))),
