@@ -112,8 +112,9 @@ def init_params(model: nn.Module, batch, rng, mesh: Mesh, rules: Rules):
   abstract = abstract_variables(model, batch, rng)
   shardings = param_shardings(abstract, mesh, rules)["params"]
   init = lambda r, b: nn.meta.unbox(model.init(r, b))["params"]
-  with activate(mesh, rules):
-    return jax.jit(init, out_shardings=shardings)(rng, batch)
+  # Outside `activate`: with rules set, the boxes would also constrain dimensions that
+  # `fit_spec` leaves replicated; out_shardings alone places every parameter.
+  return jax.jit(init, out_shardings=shardings)(rng, batch)
 
 
 def batch_sharding(mesh: Mesh, rules: Rules, ndim: int) -> NamedSharding:

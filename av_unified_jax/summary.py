@@ -22,28 +22,9 @@ from av_unified_jax import models, sharding
 from av_unified_jax.models import losses
 
 
-def example_batch(cfg: models.ModelConfig, batch_size: int, num_segments: int,
-                  image_size: int, prompt_len: int, target_len: int, seed: int = 0):
-  """A random batch with the model's input fields (numpy arrays, the contract's dtypes)."""
-  rng = np.random.default_rng(seed)
-  b, t, v = batch_size, num_segments, cfg.vocab_size
-  return {
-      "frames": rng.integers(0, 256, (b, t, image_size, image_size, 3), dtype=np.uint8),
-      "log_mel": rng.normal(size=(b, t, cfg.mel_frames, cfg.mel_bins)).astype(np.float32),
-      "segment_mask": np.ones((b, t), bool),
-      "prompt_tokens": rng.integers(3, v, (b, prompt_len)).astype(np.int32),
-      "target_tokens": rng.integers(3, v, (b, target_len)).astype(np.int32),
-      "target_weights": np.ones((b, target_len), np.float32),
-      "task_id": rng.integers(0, 5, (b,)).astype(np.int32),
-      "weak_labels": (rng.random((b, cfg.num_mil_classes)) < 0.2).astype(np.float32),
-      "has_weak": np.ones((b,), bool),
-      "focus_segment": np.zeros((b,), np.int32),
-  }
-
-
 def abstract_batch(config, cfg: models.ModelConfig, batch_size: int = 1):
   """ShapeDtypeStructs of a batch with the config's data and token sizes."""
-  batch = example_batch(cfg, 1, config.data.num_segments, config.data.image_size,
+  batch = models.example_batch(cfg, 1, config.data.num_segments, config.data.image_size,
                         config.tokens.max_prompt_len, config.tokens.max_target_len)
   return {k: jax.ShapeDtypeStruct((batch_size,) + v.shape[1:], v.dtype)
           for k, v in batch.items()}

@@ -7,13 +7,15 @@
 
 from av_unified_jax.models import losses
 from av_unified_jax.models.config import VARIANTS, ModelConfig, model_config_from
-from av_unified_jax.models.model import AVUnified, unscan_params
+from av_unified_jax.models.model import AVUnified, example_batch, scan_params, unscan_params
 
 __all__ = [
     "AVUnified",
     "ModelConfig",
     "VARIANTS",
+    "example_batch",
     "losses",
     "model_config_from",
+    "scan_params",
     "unscan_params",
 ]

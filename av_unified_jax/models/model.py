@@ -14,6 +14,7 @@ from collections.abc import Mapping
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from av_unified_jax.models import decoder as decoder_lib
 from av_unified_jax.models import fusion, heads, spatial, temporal
@@ -97,6 +98,32 @@ class AVUnified(nn.Module):
     return self.embed.attend(h)
 
 
+def example_batch(cfg: ModelConfig, batch_size: int, num_segments: int,
+                  image_size: int, prompt_len: int, target_len: int, seed: int = 0):
+  """A random batch with the model's input fields (numpy arrays, the contract's dtypes).
+
+  Example 0 has padding (its last segment masked, its last two prompt tokens <pad>), the
+  others none, so tests see both."""
+  rng = np.random.default_rng(seed)
+  b, t, v = batch_size, num_segments, cfg.vocab_size
+  segment_mask = np.ones((b, t), bool)
+  segment_mask[0, t - 1:] = t < 2
+  prompt = rng.integers(3, v, (b, prompt_len)).astype(np.int32)
+  prompt[0, max(prompt_len - 2, 1):] = 0
+  return {
+      "frames": rng.integers(0, 256, (b, t, image_size, image_size, 3), dtype=np.uint8),
+      "log_mel": rng.normal(size=(b, t, cfg.mel_frames, cfg.mel_bins)).astype(np.float32),
+      "segment_mask": segment_mask,
+      "prompt_tokens": prompt,
+      "target_tokens": rng.integers(3, v, (b, target_len)).astype(np.int32),
+      "target_weights": np.ones((b, target_len), np.float32),
+      "task_id": rng.integers(0, 5, (b,)).astype(np.int32),
+      "weak_labels": (rng.random((b, cfg.num_mil_classes)) < 0.2).astype(np.float32),
+      "has_weak": np.ones((b,), bool),
+      "focus_segment": np.zeros((b,), np.int32),
+  }
+
+
 def _check_batch(batch):
   missing = [k for k in INPUT_FIELDS[:4] if k not in batch]
   if missing:
@@ -133,4 +160,27 @@ def _unscan(tree):
         out[f"layers_{i}"] = _unscan(jax.tree.map(lambda x, i=i: x[i], value))
     else:
       out[key] = _unscan(value)
+  return out
+
+
+_LAYER = re.compile(r"^layers_(\d+)$")
+
+
+def scan_params(params):
+  """Inverse of `unscan_params`: stacks `layers_0 .. layers_{n-1}` into one `layers` subtree
+  with a leading layer axis (e.g. to load per-layer weights into a scanned model)."""
+  params = nn.meta.unbox(params)
+  return _scan(params)
+
+
+def _scan(tree):
+  if not isinstance(tree, Mapping):
+    return tree
+  layer_keys = sorted((int(m.group(1)), k) for k in tree if (m := _LAYER.match(k)))
+  out = {k: _scan(v) for k, v in tree.items() if not _LAYER.match(k)}
+  if layer_keys:
+    if [i for i, _ in layer_keys] != list(range(len(layer_keys))):
+      raise ValueError(f"layer keys {[k for _, k in layer_keys]} are not layers_0..layers_n-1")
+    out["layers"] = jax.tree.map(lambda *xs: jnp.stack(xs),
+                                 *[_scan(tree[k]) for _, k in layer_keys])
   return out

@@ -1,0 +1,42 @@
+"""Shared tiny model, batch and parameters for the model, sharding and decoding tests.
+
+Compiling is what costs time on a CPU, so the parameters and the jitted forward pass are
+built once per test process and reused by every test file.
+"""
+
+import functools
+
+import flax.linen as nn
+import jax
+
+from av_unified_jax import models
+
+B, T, IMG, LP, LT, V, C = 8, 4, 32, 6, 7, 64, 5
+CFG = models.ModelConfig(vocab_size=V, num_mil_classes=C)
+MODEL = models.AVUnified(CFG)
+
+
+def batch(cfg=CFG, b=B, t=T, lt=LT):
+  """A fresh random batch (numpy); example 0 has a padded segment and prompt padding."""
+  return models.example_batch(cfg, b, t, IMG, LP, lt)
+
+
+def init_key(seed: int = 0):
+  # The rbg generator compiles several times faster than threefry on CPU.
+  return jax.random.key(seed, impl="unsafe_rbg")
+
+
+@functools.lru_cache(maxsize=None)
+def params():
+  """The tiny model's float32 parameters (plain tree), initialized once."""
+  return nn.meta.unbox(jax.jit(MODEL.init)(init_key(), batch()))["params"]
+
+
+@functools.lru_cache(maxsize=None)
+def _apply():
+  return jax.jit(lambda p, b: MODEL.apply({"params": p}, b))
+
+
+def forward(p, b):
+  """The jitted forward pass of `MODEL` (compiled once per batch shape)."""
+  return _apply()(p, b)
