@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from av_unified_jax import metrics
-from av_unified_jax.tokens import InvalidSequenceError, ave_segment_labels
+from av_unified_jax.tokens import InvalidSequenceError
 
 AVE_OUTPUTS = metrics.AVE_BACKGROUND_INDEX + 1  # 29
 LLP_ROWS = len(metrics.LLP_CLASSES)  # 25
@@ -83,6 +83,28 @@ def _check_classes(task: str, classes: Sequence[str], limit: int) -> tuple[str, 
   return tuple(classes)
 
 
+def row_query(gt: Mapping[str, Any], focus_segment: int, frame_index: int) -> dict:
+  """What `interpret` needs to know about one model row besides its outputs: the focus
+  segment (SSL maps), the stored frame and mask size (AVS), the segment count (AVVP)."""
+  query = {"focus_segment": int(focus_segment), "frame": int(frame_index)}
+  if "masks" in gt:
+    query["size"] = int(gt["masks"].shape[-1])
+  if "GT_a" in gt:
+    query["num_segments"] = int(gt["GT_a"].shape[1])
+  return query
+
+
+def _class_index(task: str, classes: Sequence[str], label: str, rows: int) -> int:
+  """Index of a ground-truth label; a label outside the label set gets the spare index
+  `len(classes)` (never predicted), or raises when the official rows are all in use."""
+  if label in classes:
+    return classes.index(label)
+  if len(classes) < rows:
+    return len(classes)
+  raise ValueError(f"{task}: test label {label!r} is not in the tokenizer's label set of "
+                   f"{len(classes)} classes; build the tokenizer from data that has it")
+
+
 class EvalTask:
   """Shared defaults. Subclasses set `name`, `aux_keys` and `decodes`."""
 
@@ -124,8 +146,17 @@ class AveTask(EvalTask):
     return {"id": str(example["id"]), "segments": self.segment_labels(ann, t)}
 
   def segment_labels(self, ann, num_segments: int) -> np.ndarray:
-    seg = ave_segment_labels(ann, self.classes, num_segments)  # background = len(classes)
-    return np.where(seg == len(self.classes), metrics.AVE_BACKGROUND_INDEX, seg).astype(np.int32)
+    """int32[T] class index per segment, background 28; the event covers [start, end).
+
+    A test label missing from the tokenizer's label set (a class absent from the training
+    data) gets a spare index that no prediction uses, so its segments always count as wrong.
+    """
+    label = ann.get("label")
+    index = metrics.AVE_BACKGROUND_INDEX if label is None else _class_index(
+        "ave", self.classes, label, AVE_OUTPUTS - 1)
+    seg = np.full((num_segments,), metrics.AVE_BACKGROUND_INDEX, np.int32)
+    seg[int(ann["start"]):int(ann["end"])] = index
+    return seg
 
   def interpret(self, tokens, aux, queries) -> list[dict]:
     del aux, queries
@@ -149,7 +180,9 @@ class AveTask(EvalTask):
     return {"accuracy": metrics.ave_accuracy(scores, labels)}
 
   def _names(self, seg) -> list[str]:
-    return [self.classes[i] if i < len(self.classes) else "background" for i in seg]
+    return ["background" if i == metrics.AVE_BACKGROUND_INDEX else
+            self.classes[i] if i < len(self.classes) else "(class outside the label set)"
+            for i in seg]
 
   def readable(self, gts, outputs) -> dict:
     return {g["id"]: {"predicted": self._names(self._segments(g, o[0])),
@@ -177,9 +210,7 @@ class AvvpTask(EvalTask):
     """GT[class, int(onset):int(offset)] = 1 per row (`avvp_ground_truth`'s rule)."""
     out = np.zeros((LLP_ROWS, num_segments), np.int64)
     for label, (onset, offset) in zip(labels, np.reshape(spans, (-1, 2)), strict=True):
-      if label not in self.classes:
-        raise ValueError(f"avvp: class {label!r} is not in the tokenizer's label set")
-      out[self.classes.index(label), int(onset):int(offset)] = 1
+      out[_class_index("avvp", self.classes, label, LLP_ROWS), int(onset):int(offset)] = 1
     return out
 
   def ground_truth(self, example) -> dict:
@@ -256,16 +287,15 @@ class AvqaTask(EvalTask):
     del aux, queries
     return [{"answer": _decode(self.tokenizer, "avqa", row)} for row in np.asarray(tokens)]
 
-  def _index(self, answer) -> int:
-    """Answer string -> index in the answer set; -1 for None or an answer outside it."""
-    return self.answers.index(answer) if answer in self.answers else -1
+  def _index(self, answer, missing: int) -> int:
+    """Answer string -> index in the answer set; `missing` for None or an answer outside it."""
+    return self.answers.index(answer) if answer in self.answers else missing
 
   def score(self, gts, outputs) -> dict:
-    predicted = np.array([self._index(o[0]["answer"]) for o in outputs], np.int64)
-    target = np.array([self._index(g["answer"]) for g in gts], np.int64)
-    if np.any(target < 0):
-      bad = sorted({g["answer"] for g in gts if g["answer"] not in self.answers})
-      raise ValueError(f"avqa: test answers {bad[:5]} are not in the tokenizer's answer set")
+    # A broken prediction is -1; a test answer outside the training answers is -2 (so it is
+    # never matched: the model cannot produce it).
+    predicted = np.array([self._index(o[0]["answer"], -1) for o in outputs], np.int64)
+    target = np.array([self._index(g["answer"], -2) for g in gts], np.int64)
     result = metrics.avqa_accuracy([g["type"] for g in gts], predicted, target)
     return {k: v for k, v in result.items() if v is not None}  # Groups with no questions.
 

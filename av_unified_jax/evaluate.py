@@ -1,0 +1,360 @@
+"""Evaluation: constrained decoding (or auxiliary maps) -> detokenize -> official metrics.
+
+    results = evaluate.evaluate_workdir(workdir, step=None)     # --mode=eval
+    train.train_and_evaluate(config, W, make_evaluate_fn=evaluate.make_evaluate_fn)
+
+For every task with a positive weight, the evaluation split (`config.data.eval_split`, at most
+`config.eval.max_examples` examples, 0 = all) is read by the input pipeline without
+augmentation, the model runs under `jit` (constrained greedy decoding, or beam search when
+`config.eval.beam_size > 1`; AVVP with `eval.avvp_source="mil"` and SSL with
+`eval.ssl_source="map"` only need the encoder's auxiliary outputs), `eval_tasks` turns the
+outputs into the metric inputs, and `av_unified_jax.metrics` scores them. Written under W:
+
+  eval/<step>/results.json            {task: {metric: value}} (metric names as returned by
+                                      av_unified_jax.metrics; fractions in [0, 1])
+  eval/<step>/<task>/predictions.json readable predictions (AVE segment labels per video, AVVP
+                                      events, AVQA answers by question id, SSL and AVS files)
+  eval/<step>/ssl/heatmaps/<id>.png, eval/<step>/avs/masks/<id>_<frame>.png
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from av_unified_jax import decoding, eval_tasks, sharding, tokens
+from av_unified_jax.models.model import AVUnified
+
+EVAL_DIR = "eval"
+RESULTS_FILE = "results.json"
+MASK_TOKENIZER_DIR = "mask_tokenizer"  # W/mask_tokenizer: the run's mask tokenizer.
+
+
+# ----------------------------------------------------------------------------- model runner
+class ModelRunner:
+  """Runs the model on evaluation batches under `jit`: `(task, params, batch)` ->
+  (tokens int32[B, L] or None, {aux name: array[B, ...]}), all numpy on the host.
+
+  `batch` holds global `jax.Array`s (or numpy arrays on one host) with the model's fields.
+  """
+
+  def __init__(self, model: AVUnified, tokenizer, beam_size: int = 1):
+    self.model, self.tokenizer, self.beam_size = model, tokenizer, int(beam_size)
+    grammars = tokenizer.grammars()
+    self.stack = tokens.stack_grammars(grammars)
+    self.allowed = jnp.asarray(self.stack.allowed)
+    self.next_state = jnp.asarray(self.stack.next_state)
+    self.start_states = jnp.asarray(self.stack.start_states)
+    self._encode_fns: dict[tuple[str, ...], Callable] = {}
+
+  @property
+  def max_len(self) -> int:
+    """Decoding steps: the longest sequence of any grammar, capped by the KV cache. One value
+    for every task, so all tasks share one compiled decoder; the loop stops as soon as every
+    row of a batch has emitted <eos>."""
+    return min(self.stack.max_len, self.model.cfg.max_decode_len)
+
+  def _encode_fn(self, keys: tuple[str, ...]):
+    if keys not in self._encode_fns:
+      model = self.model
+
+      @jax.jit
+      def encode(params, batch):
+        out = model.apply({"params": params}, batch, method=AVUnified.encode)
+        return {k: out[k] for k in keys}
+
+      self._encode_fns[keys] = encode
+    return self._encode_fns[keys]
+
+  def __call__(self, task: eval_tasks.EvalTask, params, batch) -> tuple[Any, dict]:
+    keys = tuple(task.aux_keys)
+    if not task.decodes:
+      return None, _to_host(self._encode_fn(keys)(params, batch))
+    b = batch["task_id"].shape[0]
+    index = jnp.full((b,), self.stack.index(task.name), jnp.int32)
+    args = (self.model, params, batch, self.allowed, self.next_state, self.start_states,
+            self.max_len)
+    if self.beam_size > 1:
+      out = decoding.beam_search(*args, beam_size=self.beam_size, grammar_index=index)
+      aux = self._encode_fn(keys)(params, batch) if keys else {}
+    else:
+      out, aux = decoding.greedy_decode(*args, grammar_index=index, return_aux=True)
+      aux = {k: aux[k] for k in keys}
+    return _to_host(out), _to_host(aux)
+
+
+def _to_host(tree):
+  """Device arrays -> numpy (all rows gathered from every process in multi-host runs)."""
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+
+    return multihost_utils.process_allgather(tree, tiled=True)
+  return jax.tree.map(np.asarray, jax.device_get(tree))
+
+
+def _gather_rows(values: np.ndarray) -> np.ndarray:
+  """This process's rows of a bookkeeping field -> the global batch's rows (all processes)."""
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+
+    return np.asarray(multihost_utils.process_allgather(values, tiled=True))
+  return np.asarray(values)
+
+
+# ----------------------------------------------------------------------------- mask decoder
+class MaskDecoder:
+  """Mask codes int32[B, Kh, Kw] -> mask logits float32[B, S, S] with the mask tokenizer's
+  decoder (jitted; batches padded to `batch_size` so it compiles once)."""
+
+  def __init__(self, cfg, variables, batch_size: int = 16):
+    from av_unified_jax.models import mask_tokenizer as mt  # pylint: disable=g-import-not-at-top
+
+    self.cfg, self.variables, self.batch_size = cfg, variables, int(batch_size)
+    model = mt.MaskTokenizer(cfg)
+    self._decode = jax.jit(lambda v, c: model.apply(v, c, method=mt.MaskTokenizer.decode))
+
+  @classmethod
+  def load(cls, directory: str | Path, grid: tuple[int, int], num_codes: int,
+           batch_size: int = 16) -> MaskDecoder:
+    """Loads the mask tokenizer saved in `directory`; checks it matches the token layout."""
+    from av_unified_jax.models import mask_tokenizer as mt  # pylint: disable=g-import-not-at-top
+
+    cfg, variables = mt.load_tokenizer(directory)
+    if (cfg.grid, cfg.grid) != tuple(grid) or cfg.codebook_size != num_codes:
+      raise ValueError(f"the mask tokenizer in {directory} has a {cfg.grid}x{cfg.grid} grid of "
+                       f"{cfg.codebook_size} codes, but the tokens expect {tuple(grid)} and "
+                       f"{num_codes} codes; train it with matching model.grid/codebook_size")
+    return cls(cfg, variables, batch_size)
+
+  def __call__(self, codes) -> np.ndarray:
+    codes = np.asarray(codes, np.int32)
+    out = []
+    for start in range(0, len(codes), self.batch_size):
+      chunk = codes[start:start + self.batch_size]
+      pad = np.zeros((self.batch_size - len(chunk),) + chunk.shape[1:], np.int32)
+      logits = self._decode(self.variables, np.concatenate([chunk, pad]))
+      out.append(np.asarray(logits)[:len(chunk)])
+    return np.concatenate(out) if out else np.zeros((0, self.cfg.mask_size, self.cfg.mask_size))
+
+
+def load_mask_decoder(workdir: str | Path, tokenizer, batch_size: int = 16) -> MaskDecoder | None:
+  """The run's mask decoder from W/mask_tokenizer, or None when the run has none."""
+  directory = Path(workdir) / MASK_TOKENIZER_DIR
+  if not directory.exists():
+    return None
+  return MaskDecoder.load(directory, tokenizer.mask_grid, tokenizer.layout.num_mask_codes,
+                          batch_size)
+
+
+# ----------------------------------------------------------------------------- evaluator
+@dataclasses.dataclass
+class Evaluator:
+  """Evaluates parameters on every active task (see the module docstring).
+
+  Attributes: config (the run's ConfigDict), tokenizer, model (AVUnified), mesh and rules
+  (the sharding of the parameters), mask_decoder (None: AVS is skipped with a message).
+  """
+
+  config: Any
+  tokenizer: Any
+  model: AVUnified
+  mesh: jax.sharding.Mesh
+  rules: Any
+  mask_decoder: MaskDecoder | None = None
+  log: Callable[[str], None] = print
+
+  def __post_init__(self):
+    self.runner = ModelRunner(self.model, self.tokenizer, self.config.eval.beam_size)
+
+  def tasks(self) -> list[str]:
+    from av_unified_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+
+    return pipeline.active_tasks(self.config)
+
+  def make_task(self, name: str) -> eval_tasks.EvalTask:
+    return eval_tasks.TASKS[name](self.tokenizer, self.config.eval, self.mask_decoder)
+
+  def evaluate(self, params, out_dir: str | Path) -> dict[str, dict[str, float]]:
+    """Scores every active task; writes results.json and the predictions into `out_dir`."""
+    out_dir = Path(out_dir)
+    results = {}
+    for name in self.tasks():
+      if name == "avs" and self.mask_decoder is None:
+        self.log("eval avs: skipped (no mask tokenizer in the work directory)")
+        continue
+      t0 = time.perf_counter()
+      results[name], count = self.evaluate_task(name, params, out_dir / name)
+      shown = ", ".join(f"{k} {v:.4f}" for k, v in results[name].items())
+      self.log(f"eval {name}: {count} examples in {time.perf_counter() - t0:.1f} s: {shown}")
+    if jax.process_index() == 0:
+      out_dir.mkdir(parents=True, exist_ok=True)
+      (out_dir / RESULTS_FILE).write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
+    return results
+
+  def evaluate_task(self, name: str, params, out_dir: Path) -> tuple[dict[str, float], int]:
+    """One task's metrics and the number of evaluated examples (predictions into out_dir)."""
+    from av_unified_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+
+    task = self.make_task(name)
+    data = pipeline.make_eval_batches(self.config, name, self.tokenizer)
+    gts: dict[int, dict] = {}
+    outputs: dict[int, list[dict]] = collections.defaultdict(list)
+    with sharding.activate(self.mesh, self.rules):
+      for local in data.batches:
+        tokens_, aux = self.runner(task, params, self._global(local))
+        rows = {k: _gather_rows(local[k]) for k in ("example_index", "frame_index", "valid",
+                                                    "focus_segment")}
+        keep = np.flatnonzero(rows["valid"])
+        for i in rows["example_index"][keep]:
+          if int(i) not in gts:
+            gts[int(i)] = task.ground_truth(data.source[int(i)])
+        queries = [eval_tasks.row_query(gts[int(rows["example_index"][j])],
+                                        int(rows["focus_segment"][j]),
+                                        int(rows["frame_index"][j])) for j in keep]
+        picked = task.interpret(None if tokens_ is None else tokens_[keep],
+                                {k: v[keep] for k, v in aux.items()}, queries)
+        for j, out in zip(keep, picked, strict=True):
+          outputs[int(rows["example_index"][j])].append(out)
+    order = sorted(gts)
+    gt_list, out_list = [gts[i] for i in order], [outputs[i] for i in order]
+    result = task.score(gt_list, out_list)
+    if jax.process_index() == 0:
+      task.write(out_dir, gt_list, out_list)
+    return {k: float(v) for k, v in result.items()}, len(order)
+
+  def _global(self, local: Mapping[str, np.ndarray]) -> dict:
+    """This process's rows -> global jax.Arrays sharded along the batch axis."""
+    from av_unified_jax.data import pipeline, tasks  # pylint: disable=g-import-not-at-top
+
+    fields = {k: np.asarray(local[k]) for k in tasks.MODEL_FIELDS}
+    n = jax.process_count()
+    spec = {k: (v.shape[0] * n,) + v.shape[1:] for k, v in fields.items()}
+    shardings = {k: sharding.batch_sharding(self.mesh, self.rules, len(s))
+                 for k, s in spec.items()}
+    return pipeline.global_batch(fields, shardings, spec)
+
+
+def eval_dir(workdir: str | Path, step: int) -> Path:
+  return Path(workdir) / EVAL_DIR / str(int(step))
+
+
+# ----------------------------------------------------------------------------- training hook
+def make_evaluate_fn(ctx) -> Callable[[Any, int], dict]:
+  """The training loop's hook (`train.train_and_evaluate(..., make_evaluate_fn=...)`):
+  returns `evaluate_fn(state, step) -> {task: {metric: value}}` writing W/eval/<step>/."""
+  tokenizer = getattr(ctx.data, "tokenizer", None)
+  if tokenizer is None:
+    return lambda state, step: None  # Synthetic data: nothing to score.
+  evaluator = Evaluator(ctx.config, tokenizer, ctx.model, ctx.mesh,
+                        sharding.logical_rules(ctx.config),
+                        load_mask_decoder(ctx.workdir, tokenizer,
+                                          int(ctx.config.eval.batch_size)))
+
+  def evaluate_fn(state, step: int):
+    return evaluator.evaluate(state.params, eval_dir(ctx.workdir, step))
+
+  return evaluate_fn
+
+
+# ----------------------------------------------------------------------------- a trained run
+class RunError(ValueError):
+  """The work directory lacks what evaluation or prediction needs; the message says what."""
+
+
+def load_run_config(workdir: str | Path):
+  """The run's config: W/config.json (written by training) over the complete base key set."""
+  from configs import common  # pylint: disable=g-import-not-at-top
+
+  path = Path(workdir) / "config.json"
+  if not path.exists():
+    raise RunError(f"{path} not found: {workdir} is not a training work directory; train first "
+                   f"(python main.py --config=configs/demo.py --workdir={workdir})")
+  config = common.base_config()
+  _assign(config, json.loads(path.read_text()))
+  config.lock()
+  return config
+
+
+def _assign(target, values: Mapping[str, Any]) -> None:
+  for key, value in values.items():
+    if key not in target:
+      raise RunError(f"config.json has key {key!r} that this version does not know")
+    if isinstance(value, Mapping):
+      _assign(target[key], value)
+    else:
+      target[key] = _tuples(value)
+
+
+def _tuples(value):
+  return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
+
+
+@dataclasses.dataclass
+class Run:
+  """A trained run loaded for inference: config, tokenizer, model, params (restored onto the
+  current devices), mesh, rules, step, and the mask decoder (None if the run has none)."""
+
+  config: Any
+  tokenizer: Any
+  model: AVUnified
+  params: Any
+  mesh: jax.sharding.Mesh
+  rules: Any
+  step: int
+  mask_decoder: MaskDecoder | None
+
+
+def load_run(workdir: str | Path, step: int | None = None) -> Run:
+  """Loads W's config, tokenizer, mask tokenizer and the checkpoint `step` (default latest)."""
+  from av_unified_jax import checkpointing, steps, train  # pylint: disable=g-import-not-at-top
+  from av_unified_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  from av_unified_jax import models  # pylint: disable=g-import-not-at-top
+
+  workdir = Path(workdir)
+  config = load_run_config(workdir)
+  if not (workdir / pipeline.TOKENIZER_DIR / "tokenizer.json").exists():
+    raise RunError(f"{workdir / pipeline.TOKENIZER_DIR} not found: the run saved no tokenizer "
+                   "(it is written when training starts); train first")
+  tokenizer = tokens.Tokenizer.load(workdir / pipeline.TOKENIZER_DIR)
+  manager = checkpointing.make_manager(workdir, config.keep_checkpoints, async_save=False,
+                                       read_only=True)
+  available = list(manager.all_steps())
+  if not available:
+    raise RunError(f"no checkpoint in {workdir / checkpointing.CHECKPOINT_DIR}: train first")
+  step = max(available) if step is None else int(step)
+  if step not in available:
+    raise RunError(f"no checkpoint for --step={step} in {workdir}; available: {available}")
+  num_classes = len(tokenizer.label_sets.get("avvp", ()))
+  model = train.build_model(config, tokenizer.layout.vocab_size, num_classes)
+  mesh, rules = sharding.make_mesh(config.mesh), sharding.logical_rules(config)
+  tx, _ = steps.make_optimizer(config.optim, config.total_steps)
+  mcfg = models.model_config_from(config.model)
+  spec = pipeline.batch_spec(config, tokenizer, mcfg)
+  abstract_boxed = jax.eval_shape(train.make_init_fn(model, tx, spec), jax.random.key(0))
+  shardings = sharding.param_shardings(abstract_boxed, mesh, rules)
+  abstract = checkpointing.with_shardings(checkpointing.unbox(abstract_boxed), shardings)
+  state = checkpointing.restore(manager, step, abstract)
+  manager.close()
+  decoder = load_mask_decoder(workdir, tokenizer, int(config.eval.batch_size))
+  return Run(config, tokenizer, model, state.params, mesh, rules, step, decoder)
+
+
+def evaluate_workdir(workdir: str | Path, step: int | None = None,
+                     log: Callable[[str], None] = print) -> tuple[int, dict]:
+  """--mode=eval: evaluates checkpoint `step` (default latest) of W; returns (step, results)."""
+  run = load_run(workdir, step)
+  evaluator = Evaluator(run.config, run.tokenizer, run.model, run.mesh, run.rules,
+                        run.mask_decoder, log)
+  out = eval_dir(workdir, run.step)
+  results = evaluator.evaluate(run.params, out)
+  log(f"results of step {run.step}: {out / RESULTS_FILE}")
+  return run.step, results
