@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 
 
@@ -60,11 +61,45 @@ def export(config, flags, **_) -> int:
     raise UserError(str(e)) from None
 
 
+def evaluate(config, flags, **_) -> int:
+  """--mode=eval: evaluates W's latest (or --step) checkpoint into W/eval/<step>/."""
+  del config  # The run's own config (W/config.json) says what to evaluate.
+  if not flags.workdir:
+    raise UserError("--mode=eval needs --workdir=W (a trained run)")
+  from av_unified_jax import evaluate as evaluate_lib
+
+  try:
+    evaluate_lib.evaluate_workdir(flags.workdir, flags.step)
+  except evaluate_lib.RunError as e:
+    raise UserError(str(e)) from None
+  return 0
+
+
+def predict(config, flags, **_) -> int:
+  """--mode=predict: one video -> --out/prediction.json and prediction.png."""
+  del config
+  missing = [f"--{name}" for name in ("workdir", "video", "task", "out")
+             if not getattr(flags, name)]
+  if missing:
+    raise UserError(f"--mode=predict needs {' '.join(missing)} (e.g. --workdir=W "
+                    "--video=clip.mp4 --task=ave --out=DIR)")
+  from av_unified_jax import predict as predict_lib
+
+  try:
+    record = predict_lib.predict(flags.workdir, flags.video, flags.task, flags.out,
+                                 question=flags.question, step=flags.step)
+  except predict_lib.PredictError as e:
+    raise UserError(str(e)) from None
+  print(f"prediction ({flags.task}) written to {flags.out}/prediction.json and prediction.png")
+  print(json.dumps({k: v for k, v in record.items() if k not in ("workdir", "video")}))
+  return 0
+
+
 # mode name -> callable(config, flags, default_job=bool) -> int exit code.
 MODES = {
     "train": train,
-    "eval": _not_available("eval"),
-    "predict": _not_available("predict"),
+    "eval": evaluate,
+    "predict": predict,
     "export": export,
     "summary": summary,
 }

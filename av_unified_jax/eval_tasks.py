@@ -179,14 +179,14 @@ class AveTask(EvalTask):
     scores = np.eye(AVE_OUTPUTS, dtype=np.float32)[pred]  # [N, T, 29]
     return {"accuracy": metrics.ave_accuracy(scores, labels)}
 
-  def _names(self, seg) -> list[str]:
+  def segment_names(self, seg) -> list[str]:
     return ["background" if i == metrics.AVE_BACKGROUND_INDEX else
             self.classes[i] if i < len(self.classes) else "(class outside the label set)"
             for i in seg]
 
   def readable(self, gts, outputs) -> dict:
-    return {g["id"]: {"predicted": self._names(self._segments(g, o[0])),
-                      "target": self._names(g["segments"])}
+    return {g["id"]: {"predicted": self.segment_names(self._segments(g, o[0])),
+                      "target": self.segment_names(g["segments"])}
             for g, o in zip(gts, outputs, strict=True)}
 
 
@@ -253,14 +253,14 @@ class AvvpTask(EvalTask):
               for g, o in zip(gts, outputs, strict=True)]
     return metrics.avvp_dataset_scores(videos)
 
-  def _events(self, mat) -> list[dict]:
+  def events(self, mat) -> list[dict]:
     return [{"class": self.classes[c], "start": s, "end": e}
             for c in range(len(self.classes)) for s, e in _runs(mat[c])]
 
   def readable(self, gts, outputs) -> dict:
-    return {g["id"]: {"audio": self._events(o[0]["SO_a"]), "visual": self._events(o[0]["SO_v"]),
-                      "target_audio": self._events(g["GT_a"]),
-                      "target_visual": self._events(g["GT_v"])}
+    return {g["id"]: {"audio": self.events(o[0]["SO_a"]), "visual": self.events(o[0]["SO_v"]),
+                      "target_audio": self.events(g["GT_a"]),
+                      "target_visual": self.events(g["GT_v"])}
             for g, o in zip(gts, outputs, strict=True)}
 
 

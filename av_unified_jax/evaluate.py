@@ -232,15 +232,19 @@ class Evaluator:
     return {k: float(v) for k, v in result.items()}, len(order)
 
   def _global(self, local: Mapping[str, np.ndarray]) -> dict:
-    """This process's rows -> global jax.Arrays sharded along the batch axis."""
-    from av_unified_jax.data import pipeline, tasks  # pylint: disable=g-import-not-at-top
+    return to_global(local, self.mesh, self.rules)
 
-    fields = {k: np.asarray(local[k]) for k in tasks.MODEL_FIELDS}
-    n = jax.process_count()
-    spec = {k: (v.shape[0] * n,) + v.shape[1:] for k, v in fields.items()}
-    shardings = {k: sharding.batch_sharding(self.mesh, self.rules, len(s))
-                 for k, s in spec.items()}
-    return pipeline.global_batch(fields, shardings, spec)
+
+def to_global(local: Mapping[str, np.ndarray], mesh, rules) -> dict:
+  """This process's rows of a batch (the model fields) -> global jax.Arrays sharded along
+  the batch axis."""
+  from av_unified_jax.data import pipeline, tasks  # pylint: disable=g-import-not-at-top
+
+  fields = {k: np.asarray(local[k]) for k in tasks.MODEL_FIELDS}
+  n = jax.process_count()
+  spec = {k: (v.shape[0] * n,) + v.shape[1:] for k, v in fields.items()}
+  shardings = {k: sharding.batch_sharding(mesh, rules, len(s)) for k, s in spec.items()}
+  return pipeline.global_batch(fields, shardings, spec)
 
 
 def eval_dir(workdir: str | Path, step: int) -> Path:

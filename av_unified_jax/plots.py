@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")  # Files only; never opens a window.
 import matplotlib.pyplot as plt  # noqa: E402
@@ -104,3 +105,128 @@ def _save(fig, out_path: str | Path) -> Path:
   fig.savefig(out_path, dpi=110)
   plt.close(fig)
   return out_path
+
+
+# ----------------------------------------------------------------------------- predictions
+def _frame_strip(fig, grid_row, frames, count: int):
+  """Thumbnails of the first `count` frames in one row of a GridSpec; returns the axes."""
+  axes = []
+  sub = grid_row.subgridspec(1, count, wspace=0.04)
+  for i in range(count):
+    ax = fig.add_subplot(sub[0, i])
+    if i < len(frames):
+      ax.imshow(frames[i])
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(f"{i} s", fontsize=7)
+    axes.append(ax)
+  return axes
+
+
+def _timeline(ax, rows: list[tuple[str, int, int, str]], seconds: int) -> None:
+  """Bars [start, end) per labelled row (label, start, end, colour) on a time axis."""
+  labels = list(dict.fromkeys(r[0] for r in rows)) or ["(no event)"]
+  for label, start, end, colour in rows:
+    y = labels.index(label)
+    ax.barh(y, end - start, left=start, height=0.6, color=colour, alpha=0.85)
+  ax.set_yticks(range(len(labels)), labels, fontsize=8)
+  ax.set_xlim(0, seconds)
+  ax.set_ylim(-0.7, len(labels) - 0.3)
+  ax.set_xticks(range(seconds + 1))
+  ax.set_xlabel("time (s)")
+  ax.invert_yaxis()
+  ax.grid(axis="x", alpha=0.3)
+
+
+def _timeline_rows(task: str, record: dict) -> list[tuple[str, int, int, str]]:
+  if task == "ave":
+    event = record["event"]
+    if event is None or event["end"] <= event["start"]:
+      return []
+    return [(event["label"], event["start"], event["end"], "tab:purple")]
+  rows = [(f"audio: {e['class']}", e["start"], e["end"], "tab:orange") for e in record["audio"]]
+  return rows + [(f"visual: {e['class']}", e["start"], e["end"], "tab:green")
+                 for e in record["visual"]]
+
+
+def _overlay(frame, heat, colour=(1.0, 0.0, 0.0), alpha: float = 0.5):
+  """float RGB image: `frame` uint8[H, W, 3] blended with `colour` weighted by heat in [0, 1]."""
+  img = frame.astype(np.float32) / 255.0
+  w = alpha * np.clip(heat, 0.0, 1.0)[..., None]
+  return img * (1 - w) + np.asarray(colour, np.float32) * w
+
+
+def _resize(values, size: tuple[int, int]) -> np.ndarray:
+  """float[h, w] -> float32[H, W] (bilinear, PIL)."""
+  from PIL import Image
+
+  img = Image.fromarray(np.asarray(values, np.float32), mode="F")
+  return np.asarray(img.resize((size[1], size[0]), Image.BILINEAR), np.float32)
+
+
+def draw_prediction(task: str, record: dict, frames: np.ndarray, outputs: list[dict],
+                    out_dir: str | Path) -> Path:
+  """DIR/prediction.png for one prediction (and DIR/mask_<k>.png for AVS); see predict.py.
+
+  Args:
+    task: ave, avvp, avqa, ssl or avs. record: the prediction.json content.
+    frames: uint8[S, H, W, 3], one frame per second of the video.
+    outputs: `eval_tasks` outputs of the prediction (SSL: heatmap; AVS: logits per second).
+  """
+  out_dir = Path(out_dir)
+  title = f"{task.upper()}: {Path(record['video']).name}"
+  if task in ("ave", "avvp"):
+    count = min(len(frames), 10)
+    fig = plt.figure(figsize=(10, 4.2))
+    grid = fig.add_gridspec(2, 1, height_ratios=(1, 1.6), hspace=0.35)
+    _frame_strip(fig, grid[0], frames, count)
+    ax = fig.add_subplot(grid[1])
+    _timeline(ax, _timeline_rows(task, record), max(count, 1))
+    fig.suptitle(title, fontsize=10)
+  elif task == "avqa":
+    count = min(len(frames), 6)
+    fig = plt.figure(figsize=(10, 2.8))
+    grid = fig.add_gridspec(2, 1, height_ratios=(3, 1))
+    idx = np.linspace(0, len(frames) - 1, count).round().astype(int)
+    _frame_strip(fig, grid[0], frames[idx], count)
+    ax = fig.add_subplot(grid[1])
+    ax.axis("off")
+    ax.text(0.0, 0.75, f"Q: {record['question']}", fontsize=10, transform=ax.transAxes)
+    ax.text(0.0, 0.15, f"A: {record['answer']}", fontsize=11, weight="bold",
+            transform=ax.transAxes)
+    fig.suptitle(title, fontsize=10)
+  elif task == "ssl":
+    frame = frames[min(record["focus_second"], len(frames) - 1)]
+    heat = _resize(outputs[0]["heatmap"], frame.shape[:2])
+    span = float(heat.max() - heat.min())
+    heat = (heat - heat.min()) / (span if span > 0 else 1.0)
+    fig, axes = plt.subplots(1, 2, figsize=(7, 3.6))
+    axes[0].imshow(frame)
+    axes[0].set_title(f"frame at {record['focus_second']} s", fontsize=9)
+    axes[1].imshow(_overlay(frame, heat))
+    axes[1].set_title("sound-source heatmap", fontsize=9)
+    if record.get("box"):
+      x0, y0, x1, y1 = (v * s for v, s in zip(record["box"], frame.shape[1::-1] * 2))
+      axes[1].add_patch(plt.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, color="yellow"))
+    for ax in axes:
+      ax.axis("off")
+    fig.suptitle(title, fontsize=10)
+  else:
+    fig, axes = plt.subplots(1, max(len(outputs), 1), figsize=(2.4 * max(len(outputs), 1), 2.8),
+                             squeeze=False)
+    for ax, o in zip(axes[0], outputs, strict=False):
+      frame = frames[min(o["frame"], len(frames) - 1)]
+      mask = _resize((o["logits"] > 0).astype(np.float32), frame.shape[:2]) > 0.5
+      _save_mask(mask, out_dir / f"mask_{o['frame']}.png")
+      ax.imshow(_overlay(frame, mask.astype(np.float32), (0.0, 1.0, 0.3), 0.55))
+      ax.set_title(f"{o['frame']} s", fontsize=9)
+      ax.axis("off")
+    fig.suptitle(title + " (sounding objects in green)", fontsize=10)
+  return _save(fig, out_dir / "prediction.png")
+
+
+def _save_mask(mask: np.ndarray, path: Path) -> None:
+  from PIL import Image
+
+  path.parent.mkdir(parents=True, exist_ok=True)
+  Image.fromarray(mask.astype(np.uint8) * 255).save(path)
