@@ -105,8 +105,18 @@ MODES = {
 }
 
 
+def main_job(config, flags, **_) -> int:
+  """A bare `python main.py`: the demo main job (av_unified_jax.main_job)."""
+  del flags
+  from av_unified_jax import main_job as main_job_lib
+
+  return main_job_lib.run(config)
+
+
 def run(mode: str, config, flags, default_job: bool = False) -> int:
   try:
+    if default_job:
+      return main_job(config, flags) or 0
     return MODES[mode](config, flags, default_job=default_job) or 0
   except UserError as e:
     print(f"error: {e}", file=sys.stderr)

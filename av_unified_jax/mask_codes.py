@@ -1,0 +1,97 @@
+"""AVS training targets: the mask tokenizer's codes of every stored ground-truth mask.
+
+The input pipeline asks `mask_codes(example_id, frame) -> int32[Kh, Kw] | None` for the
+target of an AVS example (`data.tasks.TaskTokens`); this table answers from codes computed
+once with the run's mask tokenizer and cached next to it:
+
+    table = MaskCodeTable.for_run(config, W / "mask_tokenizer")   # builds or loads the cache
+    data = pipeline.make_train_data(config, tokenizer, mask_codes=table)
+
+The table is a plain object holding numpy arrays, so grain worker processes can pickle it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from av_unified_jax.data import decode_masks, shards
+
+CACHE_FILE = "codes_{dataset}_{split}.npz"
+
+
+class MaskCodeTable:
+  """(example id, stored frame index) -> int32[Kh, Kw] codes; None for a frame without a mask.
+
+  Attributes: codes {"<id>/<frame>": int32[Kh, Kw]}.
+  """
+
+  def __init__(self, codes: dict[str, np.ndarray]):
+    self.codes = codes
+
+  def __call__(self, example_id: str, frame: int) -> np.ndarray | None:
+    return self.codes.get(f"{example_id}/{int(frame)}")
+
+  def __len__(self) -> int:
+    return len(self.codes)
+
+  # -------------------------------------------------------------------- build, save, load
+  @classmethod
+  def build(cls, source: shards.ShardSource, cfg, variables,
+            batch_size: int = 64) -> MaskCodeTable:
+    """Encodes every annotated mask of `source` (area-resized to the tokenizer's mask size)."""
+    from av_unified_jax.models import mask_tokenizer as mt  # pylint: disable=g-import-not-at-top
+
+    keys, masks = [], []
+    for i in range(len(source)):
+      example = source[i]
+      decoded = decode_masks(example)  # bool[5, H, W]
+      for k in np.flatnonzero(np.asarray(example["mask_annotated"], bool)):
+        keys.append(f"{example['id']}/{int(k)}")
+        masks.append(decoded[k])
+    if not masks:
+      return cls({})
+    model = mt.MaskTokenizer(cfg)
+    encode = jax.jit(lambda v, m: model.apply(v, m, method=mt.MaskTokenizer.encode))
+    small = mt.resize_masks(np.stack(masks), cfg.mask_size)  # float32[N, S, S]
+    codes = []
+    for start in range(0, len(small), batch_size):
+      chunk = small[start:start + batch_size]
+      pad = np.zeros((batch_size - len(chunk),) + chunk.shape[1:], np.float32)
+      codes.append(np.asarray(encode(variables, np.concatenate([chunk, pad])))[:len(chunk)])
+    codes = np.concatenate(codes).astype(np.int32)  # [N, g, g]
+    return cls(dict(zip(keys, codes, strict=True)))
+
+  def save(self, path: str | os.PathLike) -> None:
+    keys = sorted(self.codes)
+    np.savez(path, keys=np.array(keys), codes=np.stack([self.codes[k] for k in keys]))
+
+  @classmethod
+  def load(cls, path: str | os.PathLike) -> MaskCodeTable:
+    with np.load(path) as data:
+      return cls(dict(zip(data["keys"].tolist(), data["codes"], strict=True)))
+
+  @classmethod
+  def for_run(cls, config, tokenizer_dir: str | os.PathLike, split: str | None = None,
+              log=print) -> MaskCodeTable:
+    """The table of `config.tasks.avs.dataset`'s training split, cached in `tokenizer_dir`."""
+    from av_unified_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+    from av_unified_jax.models import mask_tokenizer as mt  # pylint: disable=g-import-not-at-top
+
+    split = split or config.data.train_split
+    dataset = config.tasks.avs.dataset
+    cache = Path(tokenizer_dir) / CACHE_FILE.format(dataset=dataset, split=split)
+    if cache.exists():
+      return cls.load(cache)
+    cfg, variables = mt.load_tokenizer(tokenizer_dir)
+    if cfg.codebook_size != int(config.tokens.num_mask_codes):
+      raise ValueError(f"the mask tokenizer in {tokenizer_dir} has {cfg.codebook_size} codes "
+                       f"but config.tokens.num_mask_codes={config.tokens.num_mask_codes}")
+    table = cls.build(pipeline.open_source(config, "avs", split), cfg, variables)
+    if jax.process_index() == 0:
+      table.save(cache)
+    log(f"mask codes: {len(table)} {dataset}/{split} masks encoded -> {cache}")
+    return table
