@@ -14,6 +14,8 @@ The pack holds cut-outs cropped to their alpha box and scaled to at most 256 px,
 as JPEG with the short side at most 256 px, and `manifest.json` with the sha256 of each source
 file and of each pack file. Every stamp is assigned to `train` or `heldout`: the demo builds
 its test (and val) clips from held-out stamps and backgrounds only.
+`ATTRIBUTION.md` and `LICENSE-GPL-2.txt` in the pack are kept by hand (the licence text is
+Debian's /usr/share/common-licenses/GPL-2).
 """
 
 from __future__ import annotations

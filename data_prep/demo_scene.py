@@ -119,11 +119,11 @@ class Scene:
     """bool[K, T]: whether each source is audible in each second of the final mix."""
     return self.measure()[0] >= dc.AUDIBLE_DB
 
-  def finish(self, frame_times: list[int] | None = None) -> Rendered:
-    """Renders frames at `frame_times` (default: every second) and mixes the audio."""
-    times = list(range(self.num_t)) if frame_times is None else frame_times
+  def finish(self) -> Rendered:
+    """Settles the levels, renders one frame per second and mixes the audio."""
     self.settle()
-    frames, alphas = zip(*(dc.render(self.background, self.layers, t) for t in times))
+    frames, alphas = zip(*(dc.render(self.background, self.layers, t)
+                           for t in range(self.num_t)))
     if self.waves:
       audio, _ = dc.mix(self.waves)
     else:

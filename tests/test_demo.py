@@ -280,8 +280,15 @@ def test_annotation_files_follow_the_raw_layouts(built):
   train = list(csv.reader(io.StringIO((raw / "llp/AVVP_train.csv").read_text()),
                           delimiter="\t"))
   assert train[0] == ["filename", "event_labels"] and len(train) > 1
-  audio = (raw / "llp/AVVP_eval_audio.csv").read_text().splitlines()
-  assert audio[0].split("\t") == ["filename", "onset", "offset", "event_labels"]
+  for kind, key in (("audio", "audible"), ("visual", "visible")):
+    lines = (raw / f"llp/AVVP_eval_{kind}.csv").read_text().splitlines()
+    assert lines[0].split("\t") == ["filename", "onset", "offset", "event_labels"]
+    got = sorted(tuple(line.split("\t")) for line in lines[1:])
+    want = sorted((c["filename"], str(a), str(b), item["class"]) for c in metas["llp"]
+                  if c["split"] != "train"
+                  for item in c["sources" if kind == "audio" else "objects"]
+                  for a, b in dc.runs(np.array(item[key])))
+    assert got == want, kind
   s4 = list(csv.reader(io.StringIO((raw / "avsbench/Single-source/s4_meta_data.csv")
                                    .read_text())))
   assert s4[0] == ["name", "start_time", "category", "split"] and len(s4) == CLIPS + 1
