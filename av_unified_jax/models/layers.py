@@ -20,24 +20,42 @@ NEG_INF = -1e9
 ACT = ("batch", "length", "embed")
 
 
-def dense_init(names: Sequence[str | None], std: float | None = None):
-  """A kernel initializer annotated with logical axis names (lecun normal by default)."""
-  init = nn.initializers.lecun_normal() if std is None else nn.initializers.normal(std)
-  return nn.with_logical_partitioning(init, tuple(names))
-
-
 def zeros_init(names: Sequence[str | None]):
   return nn.with_logical_partitioning(nn.initializers.zeros_init(), tuple(names))
 
 
-def dense(cfg: ModelConfig, features, kernel_names, bias_names=None, axis=-1, name=None):
-  """nn.DenseGeneral with logically partitioned kernel and bias."""
-  features = tuple(features) if isinstance(features, (tuple, list)) else features
-  num_out = 1 if isinstance(features, int) else len(features)
-  return nn.DenseGeneral(
-      features, axis=axis, dtype=cfg.compute_dtype, param_dtype=cfg.params_dtype,
-      kernel_init=dense_init(kernel_names),
-      bias_init=zeros_init(bias_names or tuple(kernel_names)[-num_out:]), name=name)
+class DenseGeneral(nn.Module):
+  """y = x . kernel + bias, contracting the last `in_dims` axes of x into `features`.
+
+  The kernel has shape `x.shape[-in_dims:] + features` from the start (flax's DenseGeneral
+  creates a flat kernel and reshapes it, which breaks logical constraints under a mesh).
+  """
+
+  cfg: ModelConfig
+  features: tuple[int, ...]
+  kernel_names: tuple[str | None, ...]
+  in_dims: int = 1
+
+  @nn.compact
+  def __call__(self, x):
+    cfg, n = self.cfg, self.in_dims
+    shape = tuple(x.shape[-n:]) + self.features
+    init = nn.initializers.variance_scaling(
+        1.0, "fan_in", "truncated_normal", in_axis=tuple(range(n)),
+        out_axis=tuple(range(n, len(shape))))
+    kernel = self.param("kernel", nn.with_logical_partitioning(init, self.kernel_names), shape,
+                        cfg.params_dtype)
+    bias = self.param("bias", zeros_init(self.kernel_names[n:]), self.features, cfg.params_dtype)
+    dtype = cfg.compute_dtype
+    contract = (tuple(range(x.ndim - n, x.ndim)), tuple(range(n)))
+    y = jax.lax.dot_general(x.astype(dtype), kernel.astype(dtype), (contract, ((), ())))
+    return y + bias.astype(dtype)
+
+
+def dense(cfg: ModelConfig, features, kernel_names, in_dims: int = 1, name=None):
+  """A DenseGeneral with logically named kernel [*in, *features] and bias [*features]."""
+  features = tuple(features) if isinstance(features, (tuple, list)) else (features,)
+  return DenseGeneral(cfg, features, tuple(kernel_names), in_dims, name=name)
 
 
 def layer_norm(cfg: ModelConfig, name=None):
@@ -103,7 +121,7 @@ class Attention(nn.Module):
       if self.kind == "causal":
         k, v, mask = self._causal(k, v, mask, index)
     out, _ = attend(q, k, v, mask, cfg.compute_dtype)
-    out = dense(cfg, cfg.embed_dim, ("heads", "kv", "embed"), axis=(-2, -1), name="out")(out)
+    out = dense(cfg, cfg.embed_dim, ("heads", "kv", "embed"), in_dims=2, name="out")(out)
     return nn.Dropout(cfg.dropout_rate)(out, deterministic=self.deterministic)
 
   def _cross_kv(self, proj, context):

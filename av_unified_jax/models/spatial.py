@@ -50,7 +50,7 @@ class SpatialGuidance(_SpatialBase):
     out, probs = layers.attend(q, k, v, None, cfg.compute_dtype)  # probs [B*T, H, 1, N]
     maps = probs.mean(axis=(1, 2)).reshape(b, t, n)  # [B, T, N]
     out = out.reshape(b, t, *heads)  # [B, T, H, Dh]
-    s = layers.dense(cfg, d, ("heads", "kv", "embed"), axis=(-2, -1), name="out")(out)
+    s = layers.dense(cfg, d, ("heads", "kv", "embed"), in_dims=2, name="out")(out)
     s = s + layers.Mlp(cfg, not train, name="mlp")(layers.layer_norm(cfg, "ln_mlp")(s))
     s = nn.with_logical_constraint(layers.layer_norm(cfg, "ln_out")(s), SEG)  # [B, T, D]
     audio_embed, visual_embed = self._embeddings(a, s)
