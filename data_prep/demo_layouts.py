@@ -142,6 +142,11 @@ def llp_write_annotations(raw_dir: Path, clips: list[dict]) -> None:
     lines = ["filename\tevent_labels\n"] + [
         f"{c['filename']}\t{','.join(c['weak_labels'])}\n" for c in clips if c["split"] == split]
     dm.write_text(raw_dir / name, "".join(lines))
+  # The demo's label set is not LLP's 25 classes: name it for the converter (RAW/classes.txt).
+  names = sorted({label for c in clips for label in c["weak_labels"]}
+                 | {row[0] for c in clips for key in ("audio_rows", "visual_rows")
+                    for row in c[key]})
+  dm.write_text(raw_dir / "classes.txt", "".join(f"{n}\n" for n in names))
   for key, name in (("audio_rows", "AVVP_eval_audio.csv"),
                     ("visual_rows", "AVVP_eval_visual.csv")):
     lines = ["filename\tonset\toffset\tevent_labels\n"] + [

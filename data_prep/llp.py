@@ -6,9 +6,14 @@ Layout read:
   RAW/LLP_dataset/video/<filename>.mp4
 Dense rows are attached to the val/test videos they name; rows naming no video of the split
 are ignored (their count is recorded in dataset_info). A malformed dense row skips its video.
+
+Class names are checked against the 25 official classes, unless the raw tree has an optional
+`RAW/classes.txt` (one class name per line) naming another label set, as the demo dataset does.
 """
 
 from __future__ import annotations
+
+import os
 
 from data_prep.common import (Listing, Unit, VideoMedia, bad_row, parse_int, read_rows,
                               require_file)
@@ -25,6 +30,21 @@ CLASSES = (
     "Acoustic_guitar", "Telephone_bell_ringing", "Baby_cry_infant_cry", "Blender", "Clapping")
 
 
+CLASSES_FILE = "classes.txt"
+
+
+def class_names(raw_dir: str) -> tuple[str, ...]:
+  """The label set rows are checked against: RAW/classes.txt when present, else the official."""
+  path = os.path.join(raw_dir, CLASSES_FILE)
+  if not os.path.exists(path):
+    return CLASSES
+  with open(path, encoding="utf-8") as f:
+    names = tuple(line.strip() for line in f if line.strip())
+  if not names:
+    raise ValueError(f"llp: {path} is empty; list one class name per line or remove it")
+  return names
+
+
 def _table(raw_dir: str, rel: str, header: list[str]) -> list[tuple[int, list[str]]]:
   rows = read_rows(raw_dir, rel, "\t")
   if not rows or [f.strip() for f in rows[0][1]] != header:
@@ -32,7 +52,7 @@ def _table(raw_dir: str, rel: str, header: list[str]) -> list[tuple[int, list[st
   return rows[1:]
 
 
-def _dense_rows(raw_dir: str, rel: str, wanted: set[str]):
+def _dense_rows(raw_dir: str, rel: str, wanted: set[str], classes: tuple[str, ...]):
   """{filename: [(label, onset, offset)]}, {filename: problem} and the unmatched-row count."""
   rows, problems, unmatched = {}, {}, 0
   for line, fields in _table(raw_dir, rel, DENSE_HEADER):
@@ -46,19 +66,20 @@ def _dense_rows(raw_dir: str, rel: str, wanted: set[str]):
     if onset is None or offset is None or not 0 <= onset <= offset <= CLIP_SECONDS:
       problems.setdefault(name, bad_row(rel, line, "expected filename, integer onset <= offset "
                                         f"in [0, {CLIP_SECONDS}], label", name))
-    elif label not in CLASSES:
+    elif label not in classes:
       problems.setdefault(name, bad_row(rel, line, f"unknown class {label!r}", name))
     else:
       rows.setdefault(name, []).append((label, onset, offset))
   return rows, problems, unmatched
 
 
-def _weak(rel: str, line: int, fields: list[str]) -> tuple[dict | None, dict | None]:
+def _weak(rel: str, line: int, fields: list[str],
+          classes: tuple[str, ...]) -> tuple[dict | None, dict | None]:
   name = fields[0].strip() if fields else ""
   if len(fields) != 2 or not name or " " in name:
     return None, bad_row(rel, line, "expected 'filename<TAB>event_labels'", name or None)
   labels = [label.strip() for label in fields[1].split(",") if label.strip()]
-  unknown = [label for label in labels if label not in CLASSES]
+  unknown = [label for label in labels if label not in classes]
   if not labels or unknown:
     return None, bad_row(rel, line, f"no labels or unknown classes {unknown}", name)
   return {"id": name, "video_id": name, "weak_labels": labels}, None
@@ -68,8 +89,9 @@ def list_split(raw_dir: str, split: str) -> Listing:
   rel = SPLIT_FILES[split]
   require_file(raw_dir, rel, "llp", f"weak labels of the {split} split")
   units, skipped = [], []
+  classes = class_names(raw_dir)
   for line, fields in _table(raw_dir, rel, WEAK_HEADER):
-    example, problem = _weak(rel, line, fields)
+    example, problem = _weak(rel, line, fields, classes)
     if problem:
       skipped.append(problem)
     else:
@@ -82,7 +104,7 @@ def list_split(raw_dir: str, split: str) -> Listing:
   if split != "train":
     for modality, dense_rel in DENSE_FILES.items():
       require_file(raw_dir, dense_rel, "llp", f"dense {modality} labels")
-      rows, problems, unmatched = _dense_rows(raw_dir, dense_rel, names)
+      rows, problems, unmatched = _dense_rows(raw_dir, dense_rel, names, classes)
       dense[modality] = (rows, problems)
       files.append(dense_rel)
       notes[f"{modality}_rows_of_other_videos"] = unmatched

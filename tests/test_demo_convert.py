@@ -28,15 +28,7 @@ def _examples(metas: dict, name: str, split: str) -> int:
   return sum(len(c["questions"]) for c in clips) if name == "music_avqa" else len(clips)
 
 
-_LLP_CLASSES = pytest.mark.xfail(
-    strict=True,
-    reason="data_prep/llp.py rejects class names outside the 25 official LLP classes, but the "
-    "demo has its own 19 classes (as av_unified_jax/data/tasks.collect_label_sets expects); "
-    "remove this mark once the LLP converter accepts them")
-
-
-@pytest.mark.parametrize("name", [pytest.param(n, marks=_LLP_CLASSES) if n == "llp" else n
-                                  for n in demo.LAYOUTS])
+@pytest.mark.parametrize("name", list(demo.LAYOUTS))
 def test_every_layout_converts_with_zero_skips(converted, name):
   _, out = converted
   metas, reports, problems = out["a"]
