@@ -1,7 +1,8 @@
 """Where training scalars go: stdout, `W/metrics.jsonl`, TensorBoard, a progress bar.
 
-Only the primary process (`jax.process_index() == 0`) writes; the others get a writer that
-drops everything, so the loop calls the same methods on every host.
+Only the primary process (`jax.process_index() == 0`) writes files and shows the progress bar;
+every process prints its stdout line (prefixed with `[process i]` in multi-process runs), so
+each host's log shows the values it computed. The loop calls the same methods on every host.
 
 `W/metrics.jsonl` holds one JSON object per line: `{"step": int, "<name>": float, ...}` with
 names such as `train/loss`, `train/loss/<task>`, `train/grad_norm`, `train/lr`,
@@ -27,7 +28,7 @@ def _fmt(value: float) -> str:
   if isinstance(value, int) or (math.isfinite(value) and float(value).is_integer()
                                 and abs(value) < 1e9):
     return str(int(value))
-  return f"{value:.4g}"
+  return f"{value:.6g}"
 
 
 class JsonlWriter:
@@ -109,17 +110,19 @@ class MetricWriter:
     workdir: the run's work directory W.
     total_steps: last step of the run (for the progress bar and the stdout prefix).
     start_step: step the run starts (or resumes) from; 0 for a fresh run.
-    is_primary: False on every process but the first: nothing is written.
+    is_primary: False on every process but the first: no files, no progress bar.
     progress: show a progress bar (default: when stderr is a terminal).
     tensorboard: also write TensorBoard event files.
+    prefix: put before every stdout line (e.g. "[process 1] ").
   """
 
   def __init__(self, workdir: str | os.PathLike, *, total_steps: int, start_step: int,
                is_primary: bool = True, progress: bool | None = None,
-               tensorboard: bool = True):
+               tensorboard: bool = True, prefix: str = ""):
     self.workdir = Path(workdir)
     self.total_steps = total_steps
     self.is_primary = is_primary
+    self.prefix = prefix
     self._sinks: list[Any] = []
     if progress is None:
       progress = sys.stderr.isatty()
@@ -133,17 +136,14 @@ class MetricWriter:
 
   def write_scalars(self, step: int, scalars: Scalars) -> None:
     """Writes `scalars` (name -> float) for `step` to every sink and one line to stdout."""
-    if not self.is_primary:
-      return
     for sink in self._sinks:
       sink.write(step, scalars)
     items = " | ".join(f"{k} {_fmt(v)}" for k, v in sorted(scalars.items()))
-    self._bar.print(f"step {step}/{self.total_steps} | {items}")
+    self._bar.print(f"{self.prefix}step {step}/{self.total_steps} | {items}")
 
   def write_text(self, line: str) -> None:
-    """One informational line on stdout (primary process only)."""
-    if self.is_primary:
-      self._bar.print(line)
+    """One informational line on stdout."""
+    self._bar.print(self.prefix + line)
 
   def write_config(self, config) -> None:
     """Writes the resolved config to `W/config.json` (a ConfigDict or a plain dict)."""

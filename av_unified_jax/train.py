@@ -102,7 +102,8 @@ def train_and_evaluate(config, workdir: str | Path, *,
     state = init_state(init_rng)  # Outside `activate`: flax boxes reshape kernels at init.
   writer = metric_writers.MetricWriter(
       workdir, total_steps=config.total_steps, start_step=start_step, is_primary=is_primary,
-      progress=progress)
+      progress=progress,
+      prefix=f"[process {jax.process_index()}] " if jax.process_count() > 1 else "")
   writer.write_config(config)
   writer.write_text(describe_run(config, mesh, abstract_state, start_step))
   evaluate_fn = None
