@@ -10,6 +10,7 @@ in the AVE layout under a temporary directory, then in one run measures, in clip
       processes started within the timing, after a warm-up conversion of two other clips
       (which starts the forkserver that loads the decoders once per program; its time is
       printed as start-up).
+Single-process rows also give CPU seconds per clip, which a busy machine disturbs less.
 """
 
 from __future__ import annotations
@@ -73,23 +74,25 @@ def decode_only(path: str) -> int:
   return n
 
 
-def time_decode(paths: list[str], processes: int) -> float:
-  start = time.perf_counter()
+def time_decode(paths: list[str], processes: int) -> tuple[float, float]:
+  """(wall seconds, CPU seconds of this process) to decode every file."""
+  start, cpu = time.perf_counter(), time.process_time()
   if processes == 1:
     for path in paths:
       decode_only(path)
   else:
     with multiprocessing.get_context("forkserver").Pool(processes) as pool:
       pool.map(decode_only, paths, chunksize=1)
-  return time.perf_counter() - start
+  return time.perf_counter() - start, time.process_time() - cpu
 
 
-def time_convert(raw: str, out: str, workers: int) -> float:
+def time_convert(raw: str, out: str, workers: int) -> tuple[float, float]:
+  """(wall seconds, CPU seconds of this process) to convert the AVE train split."""
   from data_prep import convert  # pylint: disable=g-import-not-at-top
 
-  start = time.perf_counter()
+  start, cpu = time.perf_counter(), time.process_time()
   report = convert.convert("ave", raw, out, splits=["train"], workers=workers, progress=False)
-  elapsed = time.perf_counter() - start
+  elapsed = time.perf_counter() - start, time.process_time() - cpu
   if report["train"]["skipped"]:
     raise RuntimeError(f"benchmark clips were skipped: {report['train']['skipped'][:3]}")
   return elapsed
@@ -106,7 +109,7 @@ def main(argv=None) -> int:
     raw, warm = os.path.join(tmp, "raw"), os.path.join(tmp, "warm")
     paths = write_tree(raw, args.clips, size, args.video_fps)
     write_tree(warm, 2, size, args.video_fps)
-    startup = {w: time_convert(warm, os.path.join(tmp, f"warm{w}"), w) for w in (1, 2)}
+    startup = {w: time_convert(warm, os.path.join(tmp, f"warm{w}"), w)[0] for w in (1, 2)}
     rows = {
         "decode-only, 1 process": time_decode(paths, 1),
         "decode-only, 2 processes": time_decode(paths, 2),
@@ -117,9 +120,10 @@ def main(argv=None) -> int:
         f"stereo; {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
   print(f"  warm-up (2 clips, imports and forkserver start): 1 worker {startup[1]:.1f} s, "
         f"2 workers {startup[2]:.1f} s")
-  for name, seconds in rows.items():
-    print(f"  {name:26s} {args.clips / seconds:7.2f} clips/s  ({seconds:.2f} s)")
-  print(json.dumps({k: round(args.clips / v, 3) for k, v in rows.items()}))
+  for name, (seconds, cpu) in rows.items():
+    cpu_text = f", {cpu / args.clips:.3f} CPU s/clip" if "1 " in name else ""
+    print(f"  {name:26s} {args.clips / seconds:7.2f} clips/s  ({seconds:.2f} s{cpu_text})")
+  print(json.dumps({k: round(args.clips / v[0], 3) for k, v in rows.items()}))
   return 0
 
 
