@@ -11,7 +11,7 @@ Symbols used in shapes:
   N  number of frames stored: `T * fps` for datasets read from video; for still-frame layouts
      the frames given by the benchmark (AVSBench: 5, one per second; VGG-SS test: 1, the
      annotated frame).
-  Q, A, V, B  number of questions, audio rows, visual rows, boxes (variable).
+  W, A, V, B  number of weak labels, dense audio rows, dense visual rows, boxes (variable).
 The conversion settings (fps, image size, STFT and mel settings, ...) are in the split's
 `dataset_info.json` next to the shards.
 
