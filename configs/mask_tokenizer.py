@@ -1,0 +1,101 @@
+"""Mask tokenizer (VQ-VAE for binary masks, DESIGN §3), trained before the main model.
+
+Variants: `base` (default), `demo` (about a minute on a 2-core CPU), `tiny` (tests, seconds).
+Usage: python -m av_unified_jax.mask_tokenizer_train --config=configs/mask_tokenizer.py:demo \
+           --masks=<dir of PNGs | .npz> --workdir=W  [--config.total_steps=400]
+"""
+
+import ml_collections
+
+from configs import common
+
+VARIANTS = ("base", "demo", "tiny")
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """The complete key set with the `base` values; variants override values, never add keys."""
+  c = ml_collections.ConfigDict()
+  c.variant = "base"  # Name of the variant these values came from.
+  c.seed = 0  # Seeds parameters, restarts, data split, order and augmentation.
+  c.total_steps = 5000  # Optimizer steps.
+  c.batch_size = 64  # Masks per step.
+  c.log_every_steps = 100  # Scalars to stdout and metrics.json.
+
+  # Model (converted to models.mask_tokenizer.MaskTokenizerConfig; same field names).
+  c.model = ml_collections.ConfigDict()
+  c.model.mask_size = 64  # Mask side the tokenizer reads and writes.
+  c.model.grid = 8  # Code grid side (mask_size / grid = 2 ** len(channels)).
+  c.model.codebook_size = 512  # Codes; must equal tokens.num_mask_codes of the main config.
+  c.model.code_dim = 32  # Codebook vector dimension.
+  c.model.channels = (32, 64, 128)  # Conv widths of the stride-2 stages, high resolution first.
+  c.model.num_res_blocks = 2  # Residual blocks at grid resolution (encoder and decoder each).
+  c.model.commitment_weight = 0.25  # Commitment loss weight (beta).
+  c.model.dice_weight = 1.0  # Soft-dice weight beside pixel BCE.
+  c.model.ema_decay = 0.99  # Codebook EMA decay.
+  c.model.dead_code_threshold = 0.05  # EMA usage (vectors/step) under which a code restarts.
+  c.model.restart_usage = 1.0  # EMA usage a restarted code starts with.
+  c.model.epsilon = 1e-5  # Laplace smoothing of EMA cluster sizes.
+
+  # Optimizer.
+  c.optim = ml_collections.ConfigDict()
+  c.optim.learning_rate = 1e-3  # Peak learning rate (AdamW).
+  c.optim.warmup_steps = 200  # Linear warmup steps.
+  c.optim.end_lr_fraction = 0.05  # Cosine decay ends at this fraction of the peak.
+  c.optim.weight_decay = 1e-4  # Decoupled weight decay.
+  c.optim.grad_clip_norm = 1.0  # Global gradient-norm clip (0 disables).
+
+  # Data.
+  c.data = ml_collections.ConfigDict()
+  c.data.masks = ""  # Training masks (.npz or PNG dir); --masks overrides; "" = synthetic only.
+  c.data.eval_masks = ""  # Extra held-out masks (.npz or PNG dir); --eval_masks overrides.
+  c.data.place_cutouts = False  # Masks are tight cut-outs: put them in frames at random scale.
+  c.data.place_scale_min = 0.25  # Placed cut-out: min longest side / frame side.
+  c.data.place_scale_max = 0.9  # Placed cut-out: max longest side / frame side.
+  c.data.holdout_fraction = 0.1  # Fraction of the given masks held out for evaluation.
+  c.data.num_synthetic = 4000  # Synthetic object-like masks added to the training set.
+  c.data.num_synthetic_eval = 256  # Synthetic held-out masks (another seed).
+  c.data.hflip = True  # Random horizontal flips.
+  c.data.max_shift = 4  # Random shifts of up to this many pixels (zero-filled).
+  c.data.eval_size = 224  # Evaluation size: held-out masks kept at this side, logits upsampled.
+
+  # Evaluation.
+  c.eval = ml_collections.ConfigDict()
+  c.eval.batch_size = 256  # Masks per evaluation call.
+  return c
+
+
+def get_config(arg=None):
+  args = common.parse_arg(arg, variant="base")
+  if args.variant not in VARIANTS:
+    raise ValueError(f"configs/mask_tokenizer.py: variant {args.variant!r} is not one of {VARIANTS}")
+  c = base_config()
+  c.variant = args.variant
+  if args.variant == "demo":
+    c.total_steps = 300
+    c.log_every_steps = 25
+    c.model.channels = (16, 32, 64)
+    c.model.num_res_blocks = 1
+    c.model.ema_decay = 0.95
+    c.optim.learning_rate = 2e-3
+    c.optim.warmup_steps = 30
+    c.data.num_synthetic = 2000
+  elif args.variant == "tiny":
+    c.total_steps = 30
+    c.batch_size = 16
+    c.log_every_steps = 10
+    c.model.mask_size = 32
+    c.model.grid = 4
+    c.model.codebook_size = 64
+    c.model.code_dim = 8
+    c.model.channels = (8, 16, 32)
+    c.model.num_res_blocks = 1
+    c.model.ema_decay = 0.9
+    c.optim.learning_rate = 3e-3
+    c.optim.warmup_steps = 5
+    c.data.num_synthetic = 256
+    c.data.num_synthetic_eval = 64
+    c.data.max_shift = 2
+    c.data.eval_size = 64
+    c.eval.batch_size = 64
+  c.lock()
+  return c
