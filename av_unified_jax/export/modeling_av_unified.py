@@ -503,7 +503,7 @@ class MaskTokenizer(nn.Module):
   def decode(self, codes):
     """int[B, g, g] codes in [0, K) -> mask logits float32[B, S, S]."""
     g = self.mcfg["grid"]
-    codes = torch.as_tensor(codes).long()
+    codes = _tensor(codes).long()
     if codes.ndim != 3 or tuple(codes.shape[1:]) != (g, g):
       raise ValueError(f"mask codes must be [B, {g}, {g}], got {tuple(codes.shape)}")
     z = self.codebook[codes].permute(0, 3, 1, 2)  # [B, D, g, g]
@@ -594,9 +594,12 @@ class Grammars:
 
 
 # ----------------------------------------------------------------------------- the model
+def _tensor(x):
+  return x if torch.is_tensor(x) else torch.from_numpy(np.array(x))
+
+
 def _as_tensors(batch):
-  return {k: torch.as_tensor(np.asarray(v) if not torch.is_tensor(v) else v)
-          for k, v in batch.items()}
+  return {k: _tensor(v) for k, v in batch.items()}
 
 
 class AVUnified(nn.Module):
@@ -663,7 +666,7 @@ class AVUnified(nn.Module):
 
   def decode(self, tokens, encoded, start: int = 0, caches=None):
     """Decoder tokens int[B, L] (<bos> first) + `encode`'s dict -> logits float32[B, L, V]."""
-    x = self.embed(torch.as_tensor(tokens).long())
+    x = self.embed(_tensor(tokens).long())
     h = self.decoder(x, encoded["memory"], encoded["memory_mask"], start, caches)
     return self.embed.attend(h)
 
@@ -671,7 +674,7 @@ class AVUnified(nn.Module):
     """Teacher-forced logits float32[B, Lt, V] of batch["target_tokens"] and every
     auxiliary output of `encode` (loc_maps: the sound-source maps)."""
     enc = self.encode(batch)
-    targets = torch.as_tensor(np.asarray(batch["target_tokens"])).long()
+    targets = _tensor(batch["target_tokens"]).long()
     bos = torch.full_like(targets[:, :1], self.cfg.bos_id)
     logits = self.decode(torch.cat([bos, targets[:, :-1]], dim=1), enc)
     return {"logits": logits, **{k: v for k, v in enc.items() if not k.startswith("memory")}}
@@ -719,7 +722,7 @@ class AVUnified(nn.Module):
   @torch.no_grad()
   def mask_logits_from_tokens(self, tokens):
     """AVS tokens int[B, L] (Kh*Kw code tokens, then <eos>) -> mask logits float32[B, S, S]."""
-    tokens = torch.as_tensor(tokens).long()
+    tokens = _tensor(tokens).long()
     start, stop = self.vocab.ranges["code"]
     kh, kw = self.vocab.mask_grid
     codes = tokens[:, :kh * kw]

@@ -12,9 +12,12 @@ weights, so both sides compute in float32 from identical numbers and the same to
 
 from __future__ import annotations
 
+import functools
+import json
 import sys
 from pathlib import Path
 
+import jax
 import numpy as np
 
 from av_unified_jax.export import exporter
@@ -63,19 +66,23 @@ def _prompt(tok, name: str, num_segments: int) -> np.ndarray:
 
 def jax_outputs(source: exporter.Source, params, batch, names, max_len: int):
   """(logits float32[B, Lt, V], tokens int32[B, max_len]) of the JAX model."""
-  import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
 
   from av_unified_jax import decoding, tokens  # pylint: disable=g-import-not-at-top
 
   model = source.model
-  logits = jax.jit(lambda p, b: model.apply({"params": p}, b)["logits"])(params, batch)
+  logits = _jax_logits(model, params, batch)
   stack = tokens.stack_grammars(source.tokenizer.grammars())
   index = jnp.asarray([stack.index(n) for n in names], jnp.int32)
   decode_batch = {k: v for k, v in batch.items() if k != "target_tokens"}
   out = decoding.greedy_decode(model, params, decode_batch, stack.allowed, stack.next_state,
                                stack.start_states, max_len, grammar_index=index)
   return np.asarray(logits), np.asarray(out)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _jax_logits(model, params, batch):
+  return model.apply({"params": params}, batch)["logits"]
 
 
 def torch_outputs(export_dir, batch, names, max_len: int):
@@ -95,7 +102,6 @@ def rounded_params(params, dtype: str):
   """The parameters as the export stores them (bfloat16-rounded, back in float32)."""
   if dtype == "float32":
     return params
-  import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
 
   return jax.tree.map(lambda x: jnp.asarray(x, jnp.bfloat16).astype(jnp.float32), params)
@@ -105,7 +111,6 @@ def verify_export(source: exporter.Source, export_dir: str | Path,
                   dtype: str = "float32") -> dict:
   """Compares the JAX model with the export in `export_dir` on `fixed_batch`."""
   import flax.linen as nn  # pylint: disable=g-import-not-at-top
-  import jax  # pylint: disable=g-import-not-at-top
 
   batch, names = fixed_batch(source)
   cfg = source.model.cfg
@@ -133,7 +138,6 @@ def describe_failure(report: dict) -> str:
   return "verification failed: " + "; ".join(parts)
 
 
-def print_report(report: dict, stream=sys.stdout) -> None:
-  import json  # pylint: disable=g-import-not-at-top
-
-  print(json.dumps(report), file=stream, flush=True)
+def print_report(report: dict, stream=None) -> None:
+  """The report as one JSON line (on stdout by default)."""
+  print(json.dumps(report), file=stream or sys.stdout, flush=True)
