@@ -247,3 +247,30 @@ def test_torch_only_process_loads_and_generates(run, tmp_path):
   expected = run.source.tokenizer.encode_prompt("avqa", question=QUESTIONS[0])
   assert result["prompt"] == expected.tolist()
   assert result["mask_shape"] == [1, 32, 32]
+  readme = (run.export_dir / "README.md").read_text()
+  example = readme.split("```python\n")[1].split("```")[0].replace(
+      "path/to/this/directory", str(run.export_dir))
+  (tmp_path / "example.py").write_text(example)
+  proc = subprocess.run([sys.executable, str(tmp_path / "example.py")], cwd=tmp_path,
+                        capture_output=True, text=True, timeout=300,
+                        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(blocker)})
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert proc.stdout.strip().endswith("'<eos>']"), proc.stdout
+
+
+def test_vocabulary_matches_the_tokenizer(run):
+  vocab = tm.Vocabulary.load(run.export_dir)
+  tok = run.source.tokenizer
+  for question in QUESTIONS + ["Is the  Ünknöwn zither louder than 2 pianos?!"]:
+    assert vocab.prompt("avqa", question=question) == tok.encode_prompt(
+        "avqa", question=question).tolist()
+  assert vocab.prompt("avs", second=3) == tok.encode_prompt("avs", second=3).tolist()
+  assert vocab.prompt("avvp", weak=True) == tok.encode_prompt("avvp", weak=True).tolist()
+  for task in ("ave", "avvp", "ssl"):
+    assert vocab.prompt(task) == tok.encode_prompt(task).tolist()
+  sample = np.unique(np.concatenate([run.jax_tokens.ravel(), np.arange(0, 40)]))
+  assert [vocab.describe(t) for t in sample] == [
+      tok.layout.token_name(t) if tok.layout.kind(t) != "text" else
+      tok.text.id_to_piece(tok.layout.token_text(t)) for t in sample]
+  with pytest.raises(ValueError, match="question="):
+    vocab.prompt("avqa")
