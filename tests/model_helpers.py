@@ -9,9 +9,18 @@ import functools
 import flax.linen as nn
 import jax
 
-from av_unified_jax import models
+from av_unified_jax import models, tokens
 
-B, T, IMG, LP, LT, V, C = 8, 4, 32, 6, 7, 64, 5
+
+@functools.lru_cache(maxsize=None)
+def tokenizer():
+  """A real tokenizer with small ranges (its grammars have max_len 53)."""
+  return tokens.Tokenizer.build(label_sets=tokens.OFFICIAL_LABEL_SETS, num_mask_codes=16,
+                                mask_grid=(2, 2), max_avvp_groups=2, num_loc_bins=10)
+
+
+B, T, IMG, LP, LT, C = 8, 4, 32, 6, 7, 5
+V = tokenizer().layout.vocab_size
 CFG = models.ModelConfig(vocab_size=V, num_mil_classes=C)
 MODEL = models.AVUnified(CFG)
 

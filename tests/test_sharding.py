@@ -52,8 +52,12 @@ def test_fit_spec_replicates_dimensions_a_mesh_axis_does_not_divide():
   assert sharding.fit_spec(P(("data", "fsdp")), (4,), sizes) == P()
   rows = sharding.describe(
       jax.eval_shape(H.MODEL.init, jax.random.key(0), H.batch())["params"], sizes, RULES)
-  emb = next(r for r in rows if r["path"] == "embed/embedding")
-  assert emb["mesh"] == ("tensor", "fsdp") and emb["shard_shape"] == (H.V // 4, H.CFG.embed_dim // 4)
+  row = {r["path"]: r for r in rows}
+  emb = row["embed/embedding"]  # The vocabulary (535) is not divisible by tensor=4.
+  assert emb["mesh"] == (None, "fsdp") and emb["shard_shape"] == (H.V, H.CFG.embed_dim // 4)
+  wi = row["decoder/blocks/layers_0/mlp/wi/kernel"]
+  assert wi["logical"] == ("embed", "mlp") and wi["mesh"] == ("fsdp", "tensor")
+  assert wi["shard_shape"] == (H.CFG.embed_dim // 4, H.CFG.mlp_dim // 4)
 
 
 LAYOUTS = [{"data": 2, "fsdp": 4, "tensor": 1}, {"data": 2, "fsdp": 1, "tensor": 4}]
@@ -69,10 +73,10 @@ def test_sharded_forward_equals_unsharded(layout):
     params = sharding.init_params(H.MODEL, batch, H.init_key(), mesh, RULES)
   else:
     params = jax.device_put(H.params(), shardings)
-  emb = params["embed"]["embedding"]
-  expected = P(None, "fsdp") if layout["fsdp"] > 1 else P("tensor")
-  assert emb.sharding.spec == expected, emb.sharding
-  assert emb.addressable_shards[0].data.size < emb.size
+  wi = params["decoder"]["blocks"]["layers_0"]["mlp"]["wi"]["kernel"]  # ("embed", "mlp")
+  expected = P("fsdp") if layout["fsdp"] > 1 else P(None, "tensor")
+  assert wi.sharding.spec == expected, wi.sharding
+  assert wi.addressable_shards[0].data.size == wi.size // 4
   batch_sh = sharding.batch_shardings(batch, mesh, RULES)
   gbatch = jax.device_put(batch, batch_sh)
   forward = jax.jit(lambda p, b: H.MODEL.apply({"params": p}, b),
