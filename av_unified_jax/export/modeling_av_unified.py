@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import types
 
 import numpy as np
@@ -518,7 +519,6 @@ class Vocabulary:
   PIECE = r" ?\w+| ?[^\w\s]|\s"
 
   def __init__(self, layout: dict, pieces, config: dict):
-    import re
     self.ranges = {k: tuple(v) for k, v in layout["ranges"].items()}
     self.tasks, self.pieces = tuple(layout["tasks"]), list(pieces)
     self.ids = {p: 256 + i for i, p in enumerate(self.pieces)}
@@ -528,7 +528,9 @@ class Vocabulary:
 
   @classmethod
   def load(cls, directory):
-    read = lambda name: json.load(open(os.path.join(directory, name), encoding="utf-8"))
+    def read(name):
+      with open(os.path.join(directory, name), encoding="utf-8") as f:
+        return json.load(f)
     return cls(read("layout.json"), read("text_tokenizer.json")["pieces"], read("tokenizer.json"))
 
   def encode_text(self, text: str) -> list:
