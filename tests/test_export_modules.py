@@ -276,3 +276,21 @@ def test_table_covers_the_whole_model_flat():
   assert "mask_tokenizer/vq/quantizer/ema_sum -> (not exported) (drop)" in text
   with pytest.raises(KeyError, match="not a module type"):
     mapping.rules("Nope")
+
+
+def test_whole_model_scanned_converts_like_per_layer():
+  """Every parameter of the full model is in the table; a scanned checkpoint gives the same
+  torch weights as the per-layer one, and both fit the torch model exactly."""
+  cfg = dataclasses.replace(CFG, decoder_layers=3, fusion_layers=2)
+  batch = models.example_batch(cfg, 1, T, 16, 4, 3)
+  looped = init_params(models.AVUnified(cfg), batch)
+  scanned = models.scan_params(looped)
+  assert "layers" in scanned["decoder"]["blocks"]
+  expected = {k: tuple(v.shape)
+              for k, v in tm.AVUnified(vars(torch_cfg(cfg))).state_dict().items()}
+  from_looped = mapping.convert({"model": looped}, "Export")
+  from_scanned = mapping.convert({"model": scanned}, "Export")
+  mapping.check_state(from_looped, expected)
+  assert sorted(from_scanned) == sorted(from_looped)
+  for name, value in from_looped.items():
+    np.testing.assert_array_equal(from_scanned[name], value, err_msg=name)
