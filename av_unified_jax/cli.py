@@ -31,10 +31,12 @@ def train(config, flags, **_) -> int:
   if not flags.workdir:
     raise UserError("--mode=train needs --workdir=W (checkpoints, logs and results go there)")
   initialize_distributed(flags)
+  from av_unified_jax import evaluate as evaluate_lib
   from av_unified_jax import train as train_lib
 
   try:
-    return train_lib.train_and_evaluate(config, flags.workdir)
+    return train_lib.train_and_evaluate(config, flags.workdir,
+                                        make_evaluate_fn=evaluate_lib.make_evaluate_fn)
   except train_lib.NonFiniteLossError as e:
     print(f"error: {e}", file=sys.stderr)
     return 1

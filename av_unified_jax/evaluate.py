@@ -37,6 +37,7 @@ from av_unified_jax.models.model import AVUnified
 EVAL_DIR = "eval"
 RESULTS_FILE = "results.json"
 MASK_TOKENIZER_DIR = "mask_tokenizer"  # W/mask_tokenizer: the run's mask tokenizer.
+AUX_KEYS = ("loc_maps", "mil_frame_probs", "mil_video_probs")  # What eval_tasks may read.
 
 
 # ----------------------------------------------------------------------------- model runner
@@ -54,7 +55,7 @@ class ModelRunner:
     self.allowed = jnp.asarray(self.stack.allowed)
     self.next_state = jnp.asarray(self.stack.next_state)
     self.start_states = jnp.asarray(self.stack.start_states)
-    self._encode_fns: dict[tuple[str, ...], Callable] = {}
+    self._encode_fn = None
 
   @property
   def max_len(self) -> int:
@@ -63,29 +64,31 @@ class ModelRunner:
     row of a batch has emitted <eos>."""
     return min(self.stack.max_len, self.model.cfg.max_decode_len)
 
-  def _encode_fn(self, keys: tuple[str, ...]):
-    if keys not in self._encode_fns:
+  def _encode(self, params, batch) -> dict:
+    """The encoder's auxiliary outputs `AUX_KEYS` (one compiled function for every task)."""
+    if self._encode_fn is None:
       model = self.model
 
       @jax.jit
       def encode(params, batch):
         out = model.apply({"params": params}, batch, method=AVUnified.encode)
-        return {k: out[k] for k in keys}
+        return {k: out[k] for k in AUX_KEYS}
 
-      self._encode_fns[keys] = encode
-    return self._encode_fns[keys]
+      self._encode_fn = encode
+    return self._encode_fn(params, batch)
 
   def __call__(self, task: eval_tasks.EvalTask, params, batch) -> tuple[Any, dict]:
     keys = tuple(task.aux_keys)
     if not task.decodes:
-      return None, _to_host(self._encode_fn(keys)(params, batch))
+      aux = self._encode(params, batch)
+      return None, _to_host({k: aux[k] for k in keys})
     b = batch["task_id"].shape[0]
     index = jnp.full((b,), self.stack.index(task.name), jnp.int32)
     args = (self.model, params, batch, self.allowed, self.next_state, self.start_states,
             self.max_len)
     if self.beam_size > 1:
       out = decoding.beam_search(*args, beam_size=self.beam_size, grammar_index=index)
-      aux = self._encode_fn(keys)(params, batch) if keys else {}
+      aux = self._encode(params, batch) if keys else {}
     else:
       out, aux = decoding.greedy_decode(*args, grammar_index=index, return_aux=True)
       aux = {k: aux[k] for k in keys}
@@ -171,6 +174,7 @@ class Evaluator:
   rules: Any
   mask_decoder: MaskDecoder | None = None
   log: Callable[[str], None] = print
+  mask_codes: Callable | None = None  # AVS targets in the eval batches (not needed to score).
 
   def __post_init__(self):
     self.runner = ModelRunner(self.model, self.tokenizer, self.config.eval.beam_size)
@@ -205,7 +209,8 @@ class Evaluator:
     from av_unified_jax.data import pipeline  # pylint: disable=g-import-not-at-top
 
     task = self.make_task(name)
-    data = pipeline.make_eval_batches(self.config, name, self.tokenizer)
+    data = pipeline.make_eval_batches(self.config, name, self.tokenizer,
+                                      mask_codes=self.mask_codes)
     gts: dict[int, dict] = {}
     outputs: dict[int, list[dict]] = collections.defaultdict(list)
     with sharding.activate(self.mesh, self.rules):

@@ -149,11 +149,14 @@ def _timeline_rows(task: str, record: dict) -> list[tuple[str, int, int, str]]:
                  for e in record["visual"]]
 
 
-def _overlay(frame, heat, colour=(1.0, 0.0, 0.0), alpha: float = 0.5):
-  """float RGB image: `frame` uint8[H, W, 3] blended with `colour` weighted by heat in [0, 1]."""
+def _overlay(frame, heat, colour=None, alpha: float = 0.5):
+  """float RGB image: `frame` uint8[H, W, 3] blended, weighted by heat in [0, 1], with
+  `colour` (an RGB triple) or, when None, the heat's colour on the jet colormap."""
   img = frame.astype(np.float32) / 255.0
-  w = alpha * np.clip(heat, 0.0, 1.0)[..., None]
-  return img * (1 - w) + np.asarray(colour, np.float32) * w
+  heat = np.clip(heat, 0.0, 1.0)
+  w = alpha * heat[..., None]
+  paint = plt.cm.jet(heat)[..., :3] if colour is None else np.asarray(colour, np.float32)
+  return img * (1 - w) + paint * w
 
 
 def _resize(values, size: tuple[int, int]) -> np.ndarray:
@@ -203,7 +206,7 @@ def draw_prediction(task: str, record: dict, frames: np.ndarray, outputs: list[d
     fig, axes = plt.subplots(1, 2, figsize=(7, 3.6))
     axes[0].imshow(frame)
     axes[0].set_title(f"frame at {record['focus_second']} s", fontsize=9)
-    axes[1].imshow(_overlay(frame, heat))
+    axes[1].imshow(_overlay(frame, heat, alpha=0.6))
     axes[1].set_title("sound-source heatmap", fontsize=9)
     if record.get("box"):
       x0, y0, x1, y1 = (v * s for v, s in zip(record["box"], frame.shape[1::-1] * 2))

@@ -138,17 +138,18 @@ def predict(workdir: str | Path, video: str | Path, task: str, out_dir: str | Pa
     raise PredictError("--task=avqa needs --question=\"...\" (the question to answer)")
   if task != "avqa" and question:
     raise PredictError(f"--question is only for --task=avqa, not --task={task}")
-  try:
+  from av_unified_jax.data import schema  # pylint: disable=g-import-not-at-top
+
+  try:  # The cheap checks first: the run's config, then the video, then the checkpoint.
+    config = evaluate.load_run_config(workdir)
+    seconds = schema.get_spec(config.tasks[task].dataset).clip_seconds
+    media = load_media(video, seconds, conversion_params(config, task))
     run = evaluate.load_run(workdir, step)
   except evaluate.RunError as e:
     raise PredictError(str(e)) from None
   if task == "avs" and run.mask_decoder is None:
     raise PredictError(f"--task=avs needs the run's mask tokenizer in "
                        f"{Path(workdir) / evaluate.MASK_TOKENIZER_DIR}; train it first")
-  from av_unified_jax.data import schema  # pylint: disable=g-import-not-at-top
-
-  seconds = schema.get_spec(run.config.tasks[task].dataset).clip_seconds
-  media = load_media(video, seconds, conversion_params(run.config, task))
   examples = make_examples(task, media, Path(video).stem, question)
   batch_size = max(int(run.config.eval.batch_size), len(examples))
   batch = model_batch(run.config, task, run.tokenizer, examples, batch_size)
