@@ -98,11 +98,12 @@ def plot_results(rows: Sequence[dict], out_path: str | Path) -> Path:
   return _save(fig, out_path)
 
 
-def _save(fig, out_path: str | Path) -> Path:
+def _save(fig, out_path: str | Path, tight: bool = True) -> Path:
   out_path = Path(out_path)
   out_path.parent.mkdir(parents=True, exist_ok=True)
-  fig.tight_layout()
-  fig.savefig(out_path, dpi=110)
+  if tight:
+    fig.tight_layout()
+  fig.savefig(out_path, dpi=110, bbox_inches="tight")
   plt.close(fig)
   return out_path
 
@@ -225,7 +226,7 @@ def draw_prediction(task: str, record: dict, frames: np.ndarray, outputs: list[d
       ax.set_title(f"{o['frame']} s", fontsize=9)
       ax.axis("off")
     fig.suptitle(title + " (sounding objects in green)", fontsize=10)
-  return _save(fig, out_dir / "prediction.png")
+  return _save(fig, out_dir / "prediction.png", tight=task in ("ssl", "avs"))
 
 
 def _save_mask(mask: np.ndarray, path: Path) -> None:
