@@ -71,7 +71,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.seed = 0  # Seeds parameters, data order, augmentation and dropout.
   c.total_steps = 1000  # Number of optimizer steps.
   c.log_every_steps = 10  # Scalars to stdout, metrics.jsonl and TensorBoard.
-  c.eval_every_steps = 500  # Periodic evaluation (and once at the end).
+  c.eval_every_steps = 500  # Periodic evaluation (and once at the end); 0: none.
   c.checkpoint_every_steps = 200  # Orbax checkpoint period (and on SIGTERM, and at the end).
   c.keep_checkpoints = 3  # Number of checkpoints kept by the manager.
 
