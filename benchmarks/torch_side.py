@@ -1,0 +1,99 @@
+"""The PyTorch side of the comparisons: the exported model built from JAX parameters, its
+training loss (the mirror of `steps.compute_loss`) and a train step with AdamW.
+
+    model = torch_model(cfg, jax_params)        # modeling_av_unified.AVUnified, strict load
+    trainer = TorchTrainer(cfg, jax_params, batch, config, threads=2); trainer.run(3)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def torch_model(cfg, params):
+  """The export's `AVUnified` (float32) holding `params` (plain Flax params of `cfg`)."""
+  from av_unified_jax.export import exporter, mapping  # pylint: disable=g-import-not-at-top
+  from av_unified_jax.export import modeling_av_unified as tm  # pylint: disable=g-import-not-at-top
+
+  weights = mapping.convert({"model": params}, "Export")
+  model = tm.AVUnified(exporter.model_config_dict(cfg))
+  state = {k: torch.from_numpy(np.ascontiguousarray(v, np.float32)) for k, v in weights.items()}
+  model.load_state_dict(state, strict=True)
+  return model
+
+
+def token_loss(logits, targets, weights):
+  """sum(w * ce) / sum(w): logits float[B, L, V], targets int64[B, L], weights float[B, L]."""
+  ce = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction="none")
+  weights = weights.float()
+  return (ce.view_as(weights) * weights).sum() / weights.sum().clamp_min(1e-6)
+
+
+def contrastive_loss(audio, visual, segment_mask, temperature: float):
+  """Symmetric InfoNCE of `losses.contrastive_loss`: audio, visual float[B, T, D]."""
+  b, t, d = audio.shape
+  a = F.normalize(audio.reshape(b * t, d).float(), dim=-1, eps=1e-6)  # [BT, D]
+  v = F.normalize(visual.reshape(b * t, d).float(), dim=-1, eps=1e-6)
+  valid = segment_mask.reshape(b * t).bool()  # [BT]
+  clip = torch.arange(b).repeat_interleave(t)  # [BT]
+  eye = torch.eye(b * t, dtype=torch.bool)
+  keep = (eye | (clip[:, None] != clip[None, :])) & valid[None, :]  # [BT, BT]
+  logits = torch.where(keep, a @ v.T / temperature, torch.full((), -1e9))
+  labels = torch.arange(b * t)
+  both = (F.cross_entropy(logits, labels, reduction="none")
+          + F.cross_entropy(logits.T, labels, reduction="none"))
+  w = valid.float()
+  return (both * 0.5 * w).sum() / w.sum().clamp_min(1.0)
+
+
+def mil_bce(video_probs, weak_labels, has_weak):
+  """`losses.mil_bce`: video_probs float[B, C], weak_labels float[B, C], has_weak bool[B]."""
+  p = video_probs.float().clamp(1e-6, 1.0 - 1e-6)
+  y = weak_labels.float()
+  bce = -(y * torch.log(p) + (1.0 - y) * torch.log1p(-p)).mean(dim=-1)  # [B]
+  w = has_weak.float()
+  return (bce * w).sum() / w.sum().clamp_min(1.0)
+
+
+def total_loss(outputs, batch, loss_cfg):
+  """The training loss of `steps.compute_loss` with every task's loss weight 1."""
+  loss = token_loss(outputs["logits"], batch["target_tokens"].long(), batch["target_weights"])
+  loss = loss + loss_cfg.contrastive_weight * contrastive_loss(
+      outputs["audio_embed"], outputs["visual_embed"], batch["segment_mask"],
+      loss_cfg.contrastive_temperature)
+  return loss + loss_cfg.mil_weight * mil_bce(outputs["mil_video_probs"], batch["weak_labels"],
+                                              batch["has_weak"])
+
+
+class TorchTrainer:
+  """forward + backward + clip + AdamW on one fixed batch, with `threads` CPU threads."""
+
+  def __init__(self, cfg, params, batch: dict[str, np.ndarray], config, threads: int):
+    torch.set_num_threads(threads)
+    self.model = torch_model(cfg, params).train()
+    optim = config.optim
+    decay = [p for p in self.model.parameters() if p.ndim >= 2]
+    rest = [p for p in self.model.parameters() if p.ndim < 2]
+    self.opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": float(optim.weight_decay)},
+         {"params": rest, "weight_decay": 0.0}],
+        lr=float(optim.learning_rate), betas=(float(optim.b1), float(optim.b2)), eps=1e-8)
+    self.clip = float(optim.grad_clip_norm)
+    self.loss_cfg = config.loss
+    self.batch = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in batch.items()}
+    self.first_loss = self.step()  # Also the warm-up step.
+
+  def step(self) -> float:
+    self.opt.zero_grad(set_to_none=True)
+    loss = total_loss(self.model(self.batch), self.batch, self.loss_cfg)
+    loss.backward()
+    if self.clip > 0:
+      torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip)
+    self.opt.step()
+    return float(loss.detach())
+
+  def run(self, num_steps: int) -> None:
+    for _ in range(num_steps):
+      self.step()

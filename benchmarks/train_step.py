@@ -1,0 +1,122 @@
+"""Training step (forward + backward + AdamW update), examples/s: JAX against the PyTorch export.
+
+Both sides get the same weights (the JAX initialization converted by the export's parameter
+table), the same batch and the same number of CPU threads, and compute the same loss: the
+token cross-entropy weighted by `target_weights`, plus `loss.contrastive_weight` times the
+audio-visual contrastive loss and `loss.mil_weight` times the MIL binary cross-entropy
+(`steps.compute_loss` with every task's loss weight 1), then global-norm clipping and AdamW
+with decay on matrices only. Dropout is set to 0 because the PyTorch export has none.
+The first step's loss of each side is kept as evidence that both run the same model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import time
+
+import numpy as np
+
+from benchmarks import timing, torch_side
+
+NUM_CLASSES = 25  # Weak-label classes (LLP).
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+  """One measured configuration: configs/<config>.py with its batch shape."""
+  config: str  # "tiny" or "demo"
+  batch_size: int
+  steps_per_repeat: int
+  repeats: int
+
+
+def load_config(name: str, batch_size: int):
+  """configs/<name>.py with dropout 0 and the given batch size."""
+  config = importlib.import_module(f"configs.{name}").get_config()
+  config.unlock()
+  config.model.dropout_rate = 0.0
+  config.data.batch_size = batch_size
+  config.lock()
+  return config
+
+
+def make_batch(config, cfg, vocab_size: int) -> dict[str, np.ndarray]:
+  """A synthetic batch with the config's shapes (`av_unified_jax.synthetic`)."""
+  from av_unified_jax import synthetic  # pylint: disable=g-import-not-at-top
+
+  spec = synthetic.SyntheticSpec(
+      batch_size=config.data.batch_size, num_segments=config.data.num_segments,
+      image_size=config.data.image_size, mel_frames=cfg.mel_frames, mel_bins=cfg.mel_bins,
+      prompt_len=config.tokens.max_prompt_len, target_len=config.tokens.max_target_len,
+      vocab_size=vocab_size, num_classes=NUM_CLASSES)
+  return synthetic.make_batch(spec, config.seed, 0)
+
+
+class JaxTrainer:
+  """The project's jitted train step (`steps.make_train_step`), state donated."""
+
+  def __init__(self, config, vocab_size: int, batch: dict[str, np.ndarray]):
+    import jax  # pylint: disable=g-import-not-at-top
+
+    from av_unified_jax import checkpointing, steps, train  # pylint: disable=g-import-not-at-top
+
+    self.model = train.build_model(config, vocab_size, NUM_CLASSES)
+    tx, schedule = steps.make_optimizer(config.optim, config.total_steps)
+    spec = {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in batch.items()}
+    init_fn = train.make_init_fn(self.model, tx, spec)
+    self.state = jax.jit(lambda r: checkpointing.unbox(init_fn(r)))(jax.random.key(config.seed))
+    self.initial_params = jax.device_get(self.state.params)
+    self.batch = jax.device_put(batch)
+    self.rng = jax.random.key(1)
+    step = jax.jit(steps.make_train_step(self.model, tx, schedule, config), donate_argnums=(0,))
+    start = time.perf_counter()
+    self._step = step.lower(self.state, self.batch, self.rng).compile()
+    self.compile_s = time.perf_counter() - start
+    self.first_loss = float(self.run(1)["loss"])  # Also the warm-up step.
+
+  def run(self, num_steps: int):
+    """Runs `num_steps` steps and waits for them; returns the last metrics."""
+    import jax  # pylint: disable=g-import-not-at-top
+
+    metrics = None
+    for _ in range(num_steps):
+      self.state, metrics = self._step(self.state, self.batch, self.rng)
+    return jax.block_until_ready(metrics)
+
+
+def measure_setting(setting: Setting, vocab_size: int, threads: int) -> dict:
+  """Interleaved repeats of JAX and PyTorch train steps on one configuration."""
+  from av_unified_jax import models  # pylint: disable=g-import-not-at-top
+
+  config = load_config(setting.config, setting.batch_size)
+  cfg = models.model_config_from(config.model, vocab_size=vocab_size,
+                                 num_mil_classes=NUM_CLASSES)
+  batch = make_batch(config, cfg, vocab_size)
+  jax_trainer = JaxTrainer(config, vocab_size, batch)
+  torch_trainer = torch_side.TorchTrainer(cfg, jax_trainer.initial_params, batch, config,
+                                          threads)
+  k = setting.steps_per_repeat
+  seconds = timing.interleaved({"jax": lambda: jax_trainer.run(k),
+                                "torch": lambda: torch_trainer.run(k)}, setting.repeats)
+  work = k * setting.batch_size
+  jax_rate = timing.rate_stats(seconds["jax"], work, "examples/s")
+  torch_rate = timing.rate_stats(seconds["torch"], work, "examples/s")
+  return {
+      "variant": config.model.variant, "config": f"configs/{setting.config}.py",
+      "batch_size": setting.batch_size, "image_size": config.data.image_size,
+      "num_segments": config.data.num_segments, "steps_per_repeat": k,
+      "jax": jax_rate, "torch": torch_rate,
+      "jax_over_torch": timing.ratio(jax_rate, torch_rate),
+      "jax_compile_s": jax_trainer.compile_s,
+      "first_loss": {"jax": jax_trainer.first_loss, "torch": torch_trainer.first_loss},
+  }
+
+
+def measure(settings: list[Setting], vocab_size: int, threads: int) -> dict:
+  """{"threads", "variants": {variant: measure_setting(...)}}."""
+  variants = {}
+  for setting in settings:
+    row = measure_setting(setting, vocab_size, threads)
+    variants[row["variant"]] = row
+  return {"threads": threads, "dropout": 0.0, "variants": variants}
