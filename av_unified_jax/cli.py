@@ -34,12 +34,23 @@ def train(config, flags, **_) -> int:
   from av_unified_jax import evaluate as evaluate_lib
   from av_unified_jax import train as train_lib
 
+  _quiet_library_logs(flags)
   try:
     return train_lib.train_and_evaluate(config, flags.workdir,
                                         make_evaluate_fn=evaluate_lib.make_evaluate_fn)
+  except train_lib.InputError as e:
+    raise UserError(str(e)) from None
   except train_lib.NonFiniteLossError as e:
     print(f"error: {e}", file=sys.stderr)
     return 1
+
+
+def _quiet_library_logs(flags) -> None:
+  """Library INFO logs (orbax reports every save) only with an explicit --verbosity."""
+  from absl import logging
+
+  if "verbosity" in flags and not flags["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)
 
 
 def summary(config, flags, **_) -> int:

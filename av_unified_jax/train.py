@@ -33,6 +33,10 @@ class NonFiniteLossError(RuntimeError):
   """The training loss became NaN or infinite; the message names the step."""
 
 
+class InputError(ValueError):
+  """The config, the data or the devices do not allow training; the message says what to do."""
+
+
 @dataclasses.dataclass
 class TrainContext:
   """What an evaluation hook may need; given to `make_evaluate_fn(ctx)`."""
@@ -54,7 +58,8 @@ def train_and_evaluate(config, workdir: str | Path, *,
     config: the experiment ConfigDict (configs/common.py has every key).
     workdir: the run's work directory W.
     make_evaluate_fn: builds the evaluation hook `evaluate_fn(state, step)` from a
-      `TrainContext`; it runs every `eval_every_steps` and at the end.
+      `TrainContext`; it runs every `eval_every_steps` and at the end (never when
+      `eval_every_steps` is 0).
     data: the training input (default: `make_train_data(config, workdir)`).
     model: the flax module (default: `models.AVUnified` for `config.model`).
     progress: show a progress bar (default: when stderr is a terminal).
@@ -63,9 +68,13 @@ def train_and_evaluate(config, workdir: str | Path, *,
   """
   workdir = Path(workdir)
   is_primary = jax.process_index() == 0
+  check_periods(config)
 
   # ---- Mesh.
-  mesh = sharding.make_mesh(config.mesh)
+  try:
+    mesh = sharding.make_mesh(config.mesh)
+  except ValueError as e:
+    raise InputError(str(e)) from None
   rules = sharding.logical_rules(config)
 
   # ---- Data (each process reads its own part of every global batch).
@@ -107,7 +116,7 @@ def train_and_evaluate(config, workdir: str | Path, *,
   writer.write_config(config)
   writer.write_text(describe_run(config, mesh, abstract_state, start_step))
   evaluate_fn = None
-  if make_evaluate_fn is not None:
+  if make_evaluate_fn is not None and config.eval_every_steps > 0:
     evaluate_fn = make_evaluate_fn(TrainContext(config, workdir, model, mesh, state_shardings,
                                                 data))
 
@@ -139,12 +148,12 @@ def train_and_evaluate(config, workdir: str | Path, *,
           manager.wait_until_finished()
           writer.write_text(f"SIGTERM: saved checkpoint {step} in {workdir}; exiting.")
           return 0
-        if evaluate_fn is not None and (step % config.eval_every_steps == 0 or is_last):
+        if evaluate_fn and (step % config.eval_every_steps == 0 or is_last):
           run_evaluation(evaluate_fn, state, step, writer)
           evaluated_at = step
 
     # ---- Final evaluation (when the run was already complete before this call).
-    if evaluate_fn is not None and evaluated_at != config.total_steps:
+    if evaluate_fn and evaluated_at != config.total_steps:
       with sharding.activate(mesh, rules):
         run_evaluation(evaluate_fn, state, step, writer)
   except NonFiniteLossError as e:
@@ -172,11 +181,14 @@ SYNTHETIC_NUM_CLASSES = 25  # Weak-label classes of synthetic batches (as LLP).
 def make_train_data(config, workdir: str | Path) -> TrainData:
   """This process's training input: the grain pipeline over `data.shards_dir` (tokenizer kept
   in W/tokenizer), or deterministic synthetic batches when `data.synthetic`."""
-  model_cfg = models.model_config_from(config.model)
-  if config.data.synthetic:
-    return synthetic_train_data(config, model_cfg)
-  tokenizer = pipeline.load_or_build_tokenizer(config, workdir)
-  return pipeline.make_train_data(config, tokenizer, model_cfg=model_cfg)
+  try:
+    model_cfg = models.model_config_from(config.model)
+    if config.data.synthetic:
+      return synthetic_train_data(config, model_cfg)
+    tokenizer = pipeline.load_or_build_tokenizer(config, workdir)
+    return pipeline.make_train_data(config, tokenizer, model_cfg=model_cfg)
+  except (ValueError, FileNotFoundError) as e:
+    raise InputError(str(e)) from None
 
 
 def synthetic_train_data(config, model_cfg) -> TrainData:
@@ -210,6 +222,16 @@ def make_init_fn(model, tx, batch_spec: Mapping[str, jax.ShapeDtypeStruct]):
     return steps.TrainState(step=jnp.zeros((), jnp.int32), params=params,
                             opt_state=tx.init(params))
   return init_fn
+
+
+def check_periods(config) -> None:
+  """Periods in steps must be positive (`eval_every_steps` may be 0: no evaluation)."""
+  for key in ("total_steps", "log_every_steps", "checkpoint_every_steps", "keep_checkpoints"):
+    if int(config[key]) < 1:
+      raise InputError(f"config.{key}={config[key]} must be >= 1")
+  if int(config.eval_every_steps) < 0:
+    raise InputError(f"config.eval_every_steps={config.eval_every_steps} must be >= 0 "
+                     "(0: no evaluation during training)")
 
 
 def check_finite(pending: list[tuple[int, dict]]) -> None:
