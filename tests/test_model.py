@@ -234,7 +234,7 @@ def test_model_config_from_the_config_section():
   config.model.embed_dim = 64
   config.model.temporal_scales = (1, 3)
   cfg = models.model_config_from(config.model)
-  assert (cfg.embed_dim, cfg.mlp_dim, cfg.temporal_scales) == (64, 512, (1, 3))
+  assert (cfg.embed_dim, cfg.mlp_dim, cfg.temporal_scales) == (64, 256, (1, 3))
   with pytest.raises(ValueError, match="variant"):
     models.model_config_from({"variant": "huge"})
   with pytest.raises(ValueError, match="embed_dimm"):

@@ -107,9 +107,9 @@ VARIANTS: dict[str, ModelConfig] = {
     "tiny": ModelConfig(),
     # The demo job: minutes on a laptop CPU.
     "demo": ModelConfig(
-        embed_dim=128, num_heads=4, mlp_dim=512, dropout_rate=0.1,
-        audio_patch_frames=20, audio_patch_bins=16, audio_layers=2,
-        patch_size=16, visual_layers=3, temporal_scales=(1, 2, 5), temporal_layers=1,
+        embed_dim=128, num_heads=4, mlp_dim=256, dropout_rate=0.1,
+        audio_patch_frames=25, audio_patch_bins=16, audio_layers=1,
+        patch_size=16, visual_layers=2, temporal_scales=(1, 2, 5), temporal_layers=1,
         fusion_layers=2, decoder_layers=2),
     # About OFA-Base: d=768, 12 heads, 6 decoder layers.
     "base": ModelConfig(
