@@ -257,7 +257,7 @@ def train_mask_tokenizer(config, masks=None, workdir=None, eval_masks=None):
   `masks`: path (.npz or PNG directory), array/list of `[H, W]` masks, or None (config.data.masks,
   then synthetic masks only). With `workdir`, saves the tokenizer and `metrics.json` there.
   """
-  t0 = time.time()
+  t0, cpu0 = time.time(), time.process_time()
   cfg = model_config(config)
   # Data.
   train, held_out = prepare_data(config, masks, eval_masks)
@@ -283,10 +283,11 @@ def train_mask_tokenizer(config, masks=None, workdir=None, eval_masks=None):
       history.append({"step": step, **scalars})
       print(f"step {step}: " + " ".join(f"{k}={v:.4g}" for k, v in sorted(scalars.items())),
             flush=True)
-  train_seconds = time.time() - t0
+  train_seconds, train_cpu_seconds = time.time() - t0, time.process_time() - cpu0
   # Final evaluation and save.
   variables = {"params": state.params, mt.VQ_COLLECTION: state.vq}
   results = {"steps": config.total_steps, "train_seconds": train_seconds,
+             "train_cpu_seconds": train_cpu_seconds,
              **evaluate(variables, cfg, held_out, config)}
   results["train_subset/miou"] = mt.reconstruction_miou(variables, cfg, train[:512],
                                                         batch_size=config.eval.batch_size)

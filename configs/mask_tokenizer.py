@@ -80,7 +80,7 @@ def get_config(arg=None):
     c.optim.warmup_steps = 30
     c.data.num_synthetic = 2000
   elif args.variant == "tiny":
-    c.total_steps = 30
+    c.total_steps = 60
     c.batch_size = 16
     c.log_every_steps = 10
     c.model.mask_size = 32

@@ -13,12 +13,16 @@ Variables live in two collections:
     below a threshold are restarted from encoder outputs that are badly represented by the
     current codebook, so the codebook does not collect dead entries.
 
+Encoder outputs and codebook vectors are l2-normalised (nearest code = highest cosine
+similarity), which keeps the codebook on the same scale as the encoder while it trains.
+
 Training calls need an rng stream named `vq` (used for the restarts).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -77,7 +81,7 @@ class MaskTokenizerConfig:
 
 
 def _conv_kernel(names):
-  return nn.with_logical_partitioning(nn.initializers.lecun_normal(), names)
+  return nn.with_logical_partitioning(nn.initializers.he_normal(), names)
 
 
 def _bias(name):
@@ -153,7 +157,11 @@ class Decoder(nn.Module):
 
 
 def _uniform_codebook(rng, shape):
-  return jax.random.uniform(rng, shape, jnp.float32, -1.0, 1.0) / np.sqrt(shape[-1])
+  return _l2_normalize(jax.random.normal(rng, shape, jnp.float32))
+
+
+def _l2_normalize(x, eps=1e-6):
+  return x * jax.lax.rsqrt(jnp.sum(x * x, axis=-1, keepdims=True) + eps)
 
 
 class VectorQuantizer(nn.Module):
@@ -185,6 +193,7 @@ class VectorQuantizer(nn.Module):
 
   def __call__(self, z, train: bool):
     """`float32[B, g, g, D]` -> (straight-through `float32[B, g, g, D]`, `int32[B, g, g]`, stats)."""
+    z = _l2_normalize(z)
     flat = z.reshape(-1, z.shape[-1])  # [N, D], N = B * g * g
     codes, dist = self.nearest(flat)
     q = self.lookup(codes).reshape(z.shape)  # [B, g, g, D]
@@ -209,7 +218,7 @@ class VectorQuantizer(nn.Module):
     total = decay * self.ema_sum.value + (1 - decay) * one_hot.T @ flat  # [K, D]
     n = jnp.sum(count)
     smoothed = (count + cfg.epsilon) / (n + cfg.codebook_size * cfg.epsilon) * n
-    codebook = total / smoothed[:, None]
+    codebook = _l2_normalize(total / smoothed[:, None])
     # Restart: dead codes take encoder outputs drawn with probability proportional to their
     # squared distance to the nearest code (k-means++ style), so they cover what is missed.
     dead = count < cfg.dead_code_threshold  # [K]
@@ -336,6 +345,7 @@ def mask_iou(pred, target) -> np.ndarray:
   return np.where(union == 0, 1.0, inter / np.maximum(union, 1))
 
 
+@functools.lru_cache(maxsize=8)
 def make_reconstruct_fn(cfg: MaskTokenizerConfig):
   """Jitted `(variables, float32[B, S, S]) -> float32[B, S, S]` logits of decode(encode(m))."""
   model = MaskTokenizer(cfg)
