@@ -164,6 +164,13 @@ def test_bfloat16_export(run):
   assert (export_dir / "model.safetensors").stat().st_size < 0.6 * size32
   report = verify.verify_export(run.source, export_dir, "bfloat16")
   assert verify.passed(report), report
+  model = tm.AVUnified.from_pretrained(export_dir, dtype=torch.bfloat16)  # bfloat16 compute
+  assert model.decoder.pos_embed.dtype == torch.bfloat16
+  with torch.no_grad():
+    logits = model(run.batch)["logits"].numpy()
+  assert logits.dtype == np.float32
+  np.testing.assert_allclose(logits, run.jax_logits, atol=0.25, rtol=0)
+  assert model.generate(run.batch, "avs").shape == (len(run.names), 65)
 
 
 def test_loading_is_strict(run, tmp_path):

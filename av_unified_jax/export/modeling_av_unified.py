@@ -163,7 +163,7 @@ class AudioEncoder(nn.Module):
     x = ((x - mean) / (std + 1e-5)).reshape(b * t, f, m)  # [B*T, F, M]
     x = x.reshape(b * t, f // self.pf, self.pf, m // self.pm, self.pm)  # [N, f, pf, m, pm]
     x = x.permute(0, 1, 3, 2, 4).reshape(b * t, -1, self.pf * self.pm)  # [N, Na, pf*pm]
-    x = self.patch_embed(x) + self.pos_embed[None]
+    x = self.patch_embed(x.to(self.pos_embed.dtype)) + self.pos_embed[None]
     for block in self.blocks:
       x = block(x)
     tokens = self.ln_out(x).reshape(b, t, x.shape[1], -1)  # [B, T, Na, D]
@@ -189,7 +189,7 @@ class VisualEncoder(nn.Module):
     x = x.reshape(b * t, h // p, p, w // p, p, c)  # [N, h, p, w, p, C]
     x = x.permute(0, 1, 3, 2, 4, 5).reshape(b * t, -1, p * p * c)  # [N, n, p*p*C]
     num = x.shape[1]
-    x = self.patch_embed(x) + self.pos_embed[:num][None]
+    x = self.patch_embed(x.to(self.pos_embed.dtype)) + self.pos_embed[:num][None]
     for block in self.blocks:
       x = block(x)
     tokens = self.ln_out(x).reshape(b, t, num, -1)  # [B, T, N, D]
@@ -451,7 +451,7 @@ class MaskEncoder(nn.Module):
 
   def forward(self, masks):
     """float[B, S, S] in {0, 1} -> float32[B, code_dim, g, g]."""
-    x = masks.float()[:, None] * 2.0 - 1.0  # [B, 1, S, S]
+    x = (masks.float()[:, None] * 2.0 - 1.0).to(self.to_code.weight.dtype)  # [B, 1, S, S]
     for i in range(self.num_down):
       x = F.relu(getattr(self, f"down{i}")(x))
     for i in range(self.num_res):
@@ -494,7 +494,8 @@ class MaskTokenizer(nn.Module):
 
   def encode(self, masks):
     """float[B, S, S] in {0, 1} -> int64[B, g, g] nearest codes."""
-    z = self.encoder(masks).permute(0, 2, 3, 1)  # [B, g, g, D]
+    z = self.encoder(masks).permute(0, 2, 3, 1).float()  # [B, g, g, D]
+    z = z * torch.rsqrt((z * z).sum(-1, keepdim=True) + 1e-6)  # unit length, like the codebook
     flat = z.reshape(-1, z.shape[-1])  # [N, D]
     e = self.codebook.float()
     dist = ((flat * flat).sum(-1, keepdim=True) - 2.0 * flat @ e.T
@@ -629,7 +630,8 @@ class AVUnified(nn.Module):
                        f"(format {config.get('format')!r}, expected {FORMAT!r})")
     model = cls(config["model"], config.get("mask_tokenizer"))
     state = load_file(os.path.join(directory, "model.safetensors"))
-    model.load_state_dict({k: v.to(dtype) for k, v in state.items()}, strict=True)
+    model.load_state_dict(state, strict=True)  # Values are cast to the float32 parameters.
+    model.to(dtype)
     model.grammars = Grammars.load(directory, config["grammars"])
     model.vocab = Vocabulary.load(directory)
     return model.eval()
