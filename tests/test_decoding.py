@@ -64,7 +64,7 @@ def _targets():
 def test_cached_decoding_logits_equal_full_forward(scan):
   model, params, batch = H.MODEL, H.params(), H.batch()
   if scan:
-    model = models.AVUnified(dataclasses.replace(H.CFG, scan_layers=True))
+    model = models.AVUnified(dataclasses.replace(H.CFG, scan_layers=True, remat=True))
     params = models.scan_params(params)
   full = full_logits(model, params, batch, _targets())
   cached = cached_logits(model, params, batch, _targets())
