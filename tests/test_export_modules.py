@@ -8,12 +8,12 @@ cannot hide a wrong transform.
 import dataclasses
 
 import flax.linen as nn
-from flax import traverse_util
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
+from flax import traverse_util
 
 from av_unified_jax import models
 from av_unified_jax.export import mapping

@@ -215,7 +215,7 @@ batch = {{
 with torch.no_grad():
     tokens = model.generate(batch, "ave")  # constrained greedy decoding, int64[B, L]
     print([model.vocab.describe(t) for t in tokens[0] if t != 0])
-    maps = model.encode(batch)["loc_maps"]  # sound-source maps [B, T, S/{cfg.patch_size}, S/{cfg.patch_size}]
+    maps = model.encode(batch)["loc_maps"]  # sound-source maps [B, T, S/p, S/p], p={cfg.patch_size}
     # Teacher-forced logits: model({{**batch, "target_tokens": targets}})["logits"]
 ```
 {_mask_usage() if has_masks else ''}

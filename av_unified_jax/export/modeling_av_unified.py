@@ -304,7 +304,8 @@ class Spatial(nn.Module):
       self.ln_query, self.ln_patches = layer_norm(cfg), layer_norm(cfg)
       self.attn_heads = cfg.num_heads
       inner = cfg.num_heads * cfg.head_dim
-      self.query, self.key, self.value = nn.Linear(d, inner), nn.Linear(d, inner), nn.Linear(d, inner)
+      self.query, self.key = nn.Linear(d, inner), nn.Linear(d, inner)
+      self.value = nn.Linear(d, inner)
       self.out = nn.Linear(inner, d)
       self.ln_mlp, self.mlp, self.ln_out = layer_norm(cfg), Mlp(cfg), layer_norm(cfg)
     self.audio_proj, self.visual_proj = nn.Linear(d, d), nn.Linear(d, d)
@@ -407,7 +408,7 @@ class SameConv2d(nn.Conv2d):
   def forward(self, x):
     pads = []
     for size, k, s in zip(reversed(x.shape[2:]), reversed(self.kernel_size),
-                          reversed(self.stride)):
+                          reversed(self.stride), strict=True):
       total = max((-(-size // s) - 1) * s + k - size, 0)
       pads += [total // 2, total - total // 2]
     return super().forward(F.pad(x, pads))
@@ -621,7 +622,7 @@ class AVUnified(nn.Module):
     self.vocab: Vocabulary | None = None
 
   @classmethod
-  def from_pretrained(cls, directory, dtype=torch.float32) -> "AVUnified":
+  def from_pretrained(cls, directory, dtype=torch.float32) -> AVUnified:
     """Loads an export directory strictly (every tensor used, none missing, shapes checked)."""
     with open(os.path.join(directory, "config.json"), encoding="utf-8") as f:
       config = json.load(f)
