@@ -51,6 +51,9 @@ def run(workdir: str | Path, export_dir: str | Path, step: int | None = None,
     raise ExportError(str(e)) from None
   print(f"exported step {summary['step']} of {workdir} ({summary['n_params']:,} parameters, "
         f"{dtype}) to {export_dir}", file=sys.stderr)
+  if source.mask_config is None:
+    print(f"note: {workdir} has no mask_tokenizer/, so the export cannot turn AVS code tokens "
+          "into masks (decode_masks raises)", file=sys.stderr)
   if not verify:
     return 0
   report = verify_lib.verify_export(source, export_dir, dtype)
