@@ -134,7 +134,7 @@ def train_and_evaluate(config, workdir: str | Path, *,
         writer.progress(step)
         is_last = step == config.total_steps
         preempted = watcher.reached(step)
-        log_now = step % config.log_every_steps == 0 or is_last
+        log_now = step % config.log_every_steps == 0 or is_last or preempted
         save_now = step % config.checkpoint_every_steps == 0 or is_last or preempted
         if log_now or save_now:
           check_finite(pending)  # Before any save: never checkpoint a diverged state.

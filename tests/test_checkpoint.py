@@ -1,5 +1,9 @@
 """Checkpoints: train state + input-iterator state, restore onto a different device count
-(8 fake devices -> 4, with other shardings), keep-N, and the iterator item's errors."""
+(8 fake devices -> 4, with other shardings), keep-N, the iterator item's errors, and SIGTERM
+(save at the next step, return 0)."""
+
+import os
+import signal
 
 import jax
 import numpy as np
@@ -80,3 +84,37 @@ def test_keep_n_and_the_iterator_item(tmp_path):
   (data_dir / "process_0-of-1.json").rename(data_dir / "process_0-of-2.json")
   with pytest.raises(ValueError, match="different number of processes"):
     checkpointing.restore(manager, 4, target, _BytesIterator())
+
+
+class _SigtermAt:
+  """Wraps an iterator: fetching the batch of step `step` sends this process a SIGTERM."""
+
+  def __init__(self, inner, step):
+    self.inner, self.step, self.count = inner, step, 0
+
+  def __next__(self):
+    self.count += 1
+    if self.count == self.step:
+      os.kill(os.getpid(), signal.SIGTERM)
+    return next(self.inner)
+
+  def get_state(self):
+    return self.inner.get_state()
+
+  def set_state(self, state):
+    self.inner.set_state(state)
+
+
+def test_sigterm_saves_at_the_next_step_and_returns_zero(tmp_path):
+  config = th.tiny_config(**{"total_steps": 50, "checkpoint_every_steps": 40,
+                             "log_every_steps": 40})
+  data, model = th.stand_in_data_and_model(config)
+  data.iterator = _SigtermAt(data.iterator, step=3)
+  before = signal.getsignal(signal.SIGTERM)
+  assert train.train_and_evaluate(config, tmp_path, data=data, model=model,
+                                  progress=False) == 0
+  assert signal.getsignal(signal.SIGTERM) == before  # The handler is uninstalled.
+  assert list(checkpointing.make_manager(tmp_path, 3, read_only=True).all_steps()) == [3]
+  assert [m["step"] for m in th.read_metrics(tmp_path)] == [3]
+  saved = (tmp_path / checkpointing.CHECKPOINT_DIR / "3" / "data" / "process_0-of-1.json")
+  assert '"next_batch": 3' in saved.read_text()
