@@ -125,6 +125,7 @@ def test_export_verify_line(run):
   config = json.loads((run.export_dir / "config.json").read_text())
   assert config["source"]["step"] == STEP and config["dtype"] == "float32"
   assert config["grammars"] == list(run.names)
+  assert all(p.stat().st_mode & 0o044 == 0o044 for p in run.export_dir.iterdir())  # shareable
 
 
 def test_every_task_decodes_identically_and_validly(run):

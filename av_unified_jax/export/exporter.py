@@ -145,6 +145,8 @@ def export_source(source: Source, export_dir: str | Path, dtype: str = "float32"
   (out / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
   shutil.copyfile(Path(__file__).with_name(MODELING_FILE), out / MODELING_FILE)
   (out / README_FILE).write_text(readme_text(source, names, dtype))
+  for name in (MODEL_FILE, GRAMMARS_FILE):  # safetensors writes owner-only files.
+    (out / name).chmod(0o644)
   n_params = int(sum(v.size for v in weights.values()))
   return {"export_dir": str(out), "step": source.step, "n_params": n_params, "dtype": dtype,
           "files": sorted(p.name for p in out.iterdir())}
