@@ -105,7 +105,7 @@ def train_mask_tokenizer(config, workdir: Path, tokenizer_config=None, log=print
 def train_and_evaluate(config, workdir: Path, log=print) -> int:
   """Training with the pipeline over the demo shards (AVS targets from the mask codes) and
   the evaluation of every task at the end."""
-  from av_unified_jax import evaluate, mask_codes, models, train  # pylint: disable=g-import-not-at-top
+  from av_unified_jax import evaluate, mask_codes, models, train
   from av_unified_jax.data import pipeline  # pylint: disable=g-import-not-at-top
 
   tokenizer = pipeline.load_or_build_tokenizer(config, workdir)
