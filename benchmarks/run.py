@@ -47,8 +47,10 @@ class Plan:
   pipeline_repeats: int
   conversion_clips: int
   conversion_repeats: int
+  conversion_processes: tuple[int, ...]
   compile_config: str
   compile_devices: tuple[int, ...]
+  fsdp_timeout_s: float
   mfu_batch: int
   mfu_repeats: int
 
@@ -60,11 +62,13 @@ def make_plan(quick: bool) -> Plan:
     return Plan(train=(Setting("tiny", 8, 3, 3), Setting("demo", 32, 1, 3)),
                 decode_batch=4, decode_repeats=3, demo_clips=12, pipeline_batches=4,
                 pipeline_repeats=3, conversion_clips=3, conversion_repeats=2,
-                compile_config="tiny", compile_devices=(1, 8), mfu_batch=8, mfu_repeats=3)
+                conversion_processes=(1,), compile_config="tiny", compile_devices=(8,),
+                fsdp_timeout_s=600, mfu_batch=8, mfu_repeats=3)
   return Plan(train=(Setting("tiny", 8, 10, 5), Setting("demo", 32, 3, 5)),
               decode_batch=8, decode_repeats=5, demo_clips=48, pipeline_batches=10,
               pipeline_repeats=5, conversion_clips=8, conversion_repeats=3,
-              compile_config="base", compile_devices=(1, 8), mfu_batch=32, mfu_repeats=5)
+              conversion_processes=(1, 2), compile_config="base", compile_devices=(1, 8),
+              fsdp_timeout_s=3600, mfu_batch=32, mfu_repeats=5)
 
 
 # ----------------------------------------------------------------------------- machine
@@ -93,7 +97,9 @@ def _memory_gib() -> float:
   return 0.0
 
 
-def machine() -> dict:
+def machine(torch_preloaded: bool) -> dict:
+  """The machine and settings; `torch_preloaded`: torch was imported before OMP_WAIT_POLICY
+  was set, so the setting has no effect."""
   import jax  # pylint: disable=g-import-not-at-top
 
   return {"platform": platform.platform(), "python": platform.python_version(),
@@ -101,6 +107,8 @@ def machine() -> dict:
           "memory_gib": _memory_gib(), "jax_backend": jax.default_backend(),
           "jax_devices": jax.device_count(),
           "device_kinds": sorted({d.device_kind for d in jax.devices()}),
+          "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+          "torch_imported_before_omp_setting": torch_preloaded,
           "load_average": {"start": os.getloadavg()[0]}}
 
 
@@ -165,10 +173,11 @@ def section_fns(plan: Plan, cache_dir: Path) -> dict[str, Callable[[], dict]]:
       "decode": lambda: decode.measure("demo", plan.decode_batch, 64, plan.decode_repeats,
                                        threads, tokenizer()),
       "pipeline": pipeline,
-      "conversion": _quiet(lambda: conversion.measure(plan.conversion_clips,
-                                                      plan.conversion_repeats)),
+      "conversion": _quiet(lambda: conversion.measure(
+          plan.conversion_clips, plan.conversion_repeats, plan.conversion_processes)),
       "fsdp_memory": lambda: fsdp_memory.run_in_subprocess(
-          compile_devices=plan.compile_devices, compile_config=plan.compile_config),
+          compile_devices=plan.compile_devices, compile_config=plan.compile_config,
+          timeout_s=plan.fsdp_timeout_s),
       "mfu": lambda: mfu.measure(plan.mfu_batch, 3, plan.mfu_repeats),
   }
 
@@ -199,6 +208,10 @@ def parse_args(argv):
 
 
 def main(argv=None) -> int:
+  # Idle OpenMP threads sleep instead of spinning: on a loaded machine spinning makes torch
+  # with 2 threads over 10x slower than with 1 (torch reads this when first imported).
+  torch_preloaded = "torch" in sys.modules
+  os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
   args = parse_args(argv)
   if args.render_only:
     write_markdown(json.loads(args.out.read_text()), args.markdown)
@@ -212,7 +225,7 @@ def main(argv=None) -> int:
   results = {"command": "python -m benchmarks.run" + (" --quick" if args.quick else "")
              + (f" --only {','.join(args.only)}" if len(args.only) < len(MEASUREMENTS) else ""),
              "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-             "quick": args.quick, "machine": machine(), "versions": versions(),
+             "quick": args.quick, "machine": machine(torch_preloaded), "versions": versions(),
              "plan": dataclasses.asdict(plan), "measurements": {}}
   fns = section_fns(plan, cache_dir)
   for name in args.only:
