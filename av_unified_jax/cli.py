@@ -30,11 +30,11 @@ def train(config, flags, **_) -> int:
   """--mode=train: trains in --workdir (resuming from its latest checkpoint)."""
   if not flags.workdir:
     raise UserError("--mode=train needs --workdir=W (checkpoints, logs and results go there)")
+  _quiet_library_logs(flags)
   initialize_distributed(flags)
   from av_unified_jax import evaluate as evaluate_lib
   from av_unified_jax import train as train_lib
 
-  _quiet_library_logs(flags)
   try:
     return train_lib.train_and_evaluate(config, flags.workdir,
                                         make_evaluate_fn=evaluate_lib.make_evaluate_fn)

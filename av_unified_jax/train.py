@@ -108,7 +108,7 @@ def train_and_evaluate(config, workdir: str | Path, *,
   if start_step:
     state = checkpointing.restore(manager, start_step, abstract_state, data.iterator)
   else:
-    state = init_state(init_rng)  # Outside `activate`: flax boxes reshape kernels at init.
+    state = init_state(init_rng)
   writer = metric_writers.MetricWriter(
       workdir, total_steps=config.total_steps, start_step=start_step, is_primary=is_primary,
       progress=progress,
@@ -140,8 +140,7 @@ def train_and_evaluate(config, workdir: str | Path, *,
           check_finite(pending)  # Before any save: never checkpoint a diverged state.
           pending.clear()
         if log_now:
-          writer.write_scalars(step, {**steps.host_scalars(jax.device_get(metrics)),
-                                      **meter.scalars(step)})
+          writer.write_scalars(step, log_scalars(metrics, meter, step))
         if save_now:
           checkpointing.save(manager, step, state, data.iterator)
         if preempted:
@@ -158,12 +157,7 @@ def train_and_evaluate(config, workdir: str | Path, *,
         run_evaluation(evaluate_fn, state, step, writer)
   except NonFiniteLossError as e:
     manager.wait_until_finished()
-    last_good = manager.latest_step()
-    raise NonFiniteLossError(
-        f"{e}; training stopped, the last good checkpoint is "
-        f"{'step ' + str(last_good) if last_good else 'none'} in "
-        f"{workdir / checkpointing.CHECKPOINT_DIR}. Lower optim.learning_rate or raise "
-        "optim.warmup_steps") from None
+    raise NonFiniteLossError(f"{e}; {last_good_checkpoint(manager, workdir)}") from None
   finally:
     manager.wait_until_finished()
     watcher.close()
@@ -240,6 +234,22 @@ def check_finite(pending: list[tuple[int, dict]]) -> None:
   for (step, _), loss in zip(pending, losses, strict=True):
     if not np.isfinite(loss):
       raise NonFiniteLossError(f"non-finite training loss ({float(loss)}) at step {step}")
+
+
+def last_good_checkpoint(manager, workdir: Path) -> str:
+  last = manager.latest_step()
+  where = workdir / checkpointing.CHECKPOINT_DIR
+  return (f"training stopped, the last good checkpoint is "
+          f"{f'step {last}' if last else 'none'} in {where}. Lower optim.learning_rate, raise "
+          "optim.warmup_steps or lower optim.grad_clip_norm, then resume")
+
+
+def log_scalars(metrics, meter: ThroughputMeter, step: int) -> dict[str, float]:
+  """The logged scalars of a step: losses, grad norm, lr (fetched now) and throughput."""
+  host = jax.device_get(metrics)
+  out = {**steps.host_scalars(host), **meter.scalars(step)}
+  out["train/target_tokens_per_s"] = float(host["target_tokens"]) * out["train/steps_per_s"]
+  return out
 
 
 class ThroughputMeter:
