@@ -24,8 +24,7 @@ import jax.numpy as jnp
 import optax
 
 from av_unified_jax.models import losses
-
-TASKS = ("ave", "avvp", "avqa", "ssl", "avs")  # task_id indexes this tuple.
+from av_unified_jax.tokens import TASKS  # task_id indexes this tuple.
 
 Batch = Mapping[str, jax.Array]
 Metrics = dict[str, jax.Array]

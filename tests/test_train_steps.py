@@ -96,6 +96,21 @@ def test_gradient_accumulation_equals_the_whole_batch():
   assert int(accum_state.step) == 1
 
 
+def test_eval_step_sums_add_up_over_batch_parts():
+  config = th.tiny_config()
+  data, model = th.stand_in_data_and_model(config)
+  batch = {k: jnp.asarray(v) for k, v in next(data.iterator).items()}
+  params = checkpointing.unbox(jax.jit(model.init)(jax.random.key(1), batch)["params"])
+  eval_step = jax.jit(steps.make_eval_step(model, config))
+  whole = eval_step(params, batch)
+  halves = [eval_step(params, {k: v[i * 4:(i + 1) * 4] for k, v in batch.items()})
+            for i in range(2)]
+  for key in ("task_loss_sum", "task_token_count", "target_tokens", "examples"):
+    np.testing.assert_allclose(halves[0][key] + halves[1][key], whole[key], rtol=1e-5,
+                               err_msg=key)
+  np.testing.assert_allclose(eval_step(params, batch)["loss"], whole["loss"], rtol=0)
+
+
 def test_gradient_accumulation_rejects_an_indivisible_batch():
   config = th.tiny_config(**{"optim.grad_accum_steps": 3})
   data, model = th.stand_in_data_and_model(config)
