@@ -151,7 +151,9 @@ def _quiet(fn: Callable[[], dict]) -> Callable[[], dict]:
 
 def section_fns(plan: Plan, cache_dir: Path) -> dict[str, Callable[[], dict]]:
   """One zero-argument function per measurement (run in MEASUREMENTS order)."""
-  from benchmarks import conversion, decode, fsdp_memory, mfu, pipeline_rate, train_step  # pylint: disable=g-import-not-at-top
+  # Imported here, after `main` has set OMP_WAIT_POLICY: torch_side imports torch.
+  from benchmarks import (  # pylint: disable=g-import-not-at-top
+      conversion, decode, fsdp_memory, mfu, pipeline_rate, train_step)
 
   threads = cpu_threads()
 
