@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 
@@ -35,8 +36,8 @@ def train(config, flags, **_) -> int:
   from av_unified_jax import evaluate as evaluate_lib
   from av_unified_jax import train as train_lib
 
-  try:
-    return train_lib.train_and_evaluate(config, flags.workdir,
+  try:  # orbax needs an absolute checkpoint path
+    return train_lib.train_and_evaluate(config, os.path.abspath(flags.workdir),
                                         make_evaluate_fn=evaluate_lib.make_evaluate_fn)
   except train_lib.InputError as e:
     raise UserError(str(e)) from None

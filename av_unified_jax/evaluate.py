@@ -328,7 +328,7 @@ def load_run(workdir: str | Path, step: int | None = None) -> Run:
   from av_unified_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   from av_unified_jax import models  # pylint: disable=g-import-not-at-top
 
-  workdir = Path(workdir)
+  workdir = Path(workdir).absolute()  # orbax reads absolute paths only
   config = load_run_config(workdir)
   if not (workdir / pipeline.TOKENIZER_DIR / "tokenizer.json").exists():
     raise RunError(f"{workdir / pipeline.TOKENIZER_DIR} not found: the run saved no tokenizer "

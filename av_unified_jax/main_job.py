@@ -201,7 +201,7 @@ def run(config=None, workdir: str | Path = WORKDIR, demo_dir: str | Path = DEMO_
     from configs import demo  # pylint: disable=g-import-not-at-top
 
     config = demo.get_config()
-  workdir, demo_dir = Path(workdir), Path(demo_dir)
+  workdir, demo_dir = Path(workdir).absolute(), Path(demo_dir)  # orbax needs absolute paths
   watch = Stopwatch(log)
   t0 = time.perf_counter()
   ensure_demo_data(config, demo_dir, log)
