@@ -110,8 +110,13 @@ def render_train(m: Mapping | None) -> list[str]:
     rows.append([name, v["batch_size"], f"{v['image_size']}px x {v['num_segments']}",
                  fig(v["jax"]), fig(v["torch"]), num(v["jax_over_torch"]),
                  f"{loss['jax']:.5f} / {loss['torch']:.5f}", f"{v['jax_compile_s']:.1f}"])
-  return lines + table(["variant", "batch", "frames", "JAX", "PyTorch", "JAX / PyTorch",
-                        "first loss JAX / PyTorch", "JAX compile s"], rows)
+  lines += table(["variant", "batch", "frames", "JAX", "PyTorch", "JAX / PyTorch",
+                  "first loss JAX / PyTorch", "JAX compile s"], rows)
+  slower = [n for n, v in m["variants"].items() if (v["jax_over_torch"] or 1.0) < 1.0]
+  if slower:
+    lines += ["", f"JAX is slower than PyTorch for {', '.join(slower)}: the profile is under "
+              "Analysis below."]
+  return lines
 
 
 def render_decode(m: Mapping | None) -> list[str]:
