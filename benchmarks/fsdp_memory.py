@@ -27,6 +27,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -63,27 +64,44 @@ def _config(name: str, n: int):
   return config
 
 
-def _abstract_state(config):
-  """(model, tx, schedule, boxed abstract TrainState, abstract batch) of a config."""
+@dataclasses.dataclass
+class Setup:
+  """A config's model, optimizer and abstract (unallocated) train state and batch."""
+  config: Any
+  model: Any
+  tx: Any
+  schedule: Any
+  boxed: Any  # The TrainState of ShapeDtypeStructs, params boxed with their logical axes.
+  batch: dict
+
+  @property
+  def state(self):
+    import flax.linen as nn  # pylint: disable=g-import-not-at-top
+
+    return nn.meta.unbox(self.boxed)
+
+
+def abstract_setup(config, vocab: int) -> Setup:
+  """`jax.eval_shape` of the train loop's init function for `config` (nothing allocated)."""
   import jax  # pylint: disable=g-import-not-at-top
 
   from av_unified_jax import steps, synthetic, tokens, train  # pylint: disable=g-import-not-at-top
   from av_unified_jax.models import model_config_from  # pylint: disable=g-import-not-at-top
 
-  vocab = tokens.Tokenizer.build(tokens.OFFICIAL_LABEL_SETS).layout.vocab_size
-  model = train.build_model(config, vocab, len(tokens.LLP_CLASSES))
+  classes = len(tokens.LLP_CLASSES)
+  model = train.build_model(config, vocab, classes)
   cfg = model_config_from(config.model)
   spec = synthetic.SyntheticSpec(
       batch_size=config.data.batch_size, num_segments=config.data.num_segments,
       image_size=config.data.image_size, mel_frames=cfg.mel_frames, mel_bins=cfg.mel_bins,
       prompt_len=config.tokens.max_prompt_len, target_len=config.tokens.max_target_len,
-      vocab_size=vocab, num_classes=len(tokens.LLP_CLASSES))
+      vocab_size=vocab, num_classes=classes)
   example = synthetic.make_batch(dataclasses.replace(spec, batch_size=1), 0, 0)
   batch = {k: jax.ShapeDtypeStruct((spec.batch_size,) + v.shape[1:], v.dtype)
            for k, v in example.items()}
   tx, schedule = steps.make_optimizer(config.optim, config.total_steps)
   init_fn = train.make_init_fn(model, tx, batch)
-  return model, tx, schedule, jax.eval_shape(init_fn, jax.random.key(0)), batch
+  return Setup(config, model, tx, schedule, jax.eval_shape(init_fn, jax.random.key(0)), batch)
 
 
 def device_bytes(abstract_state, shardings, devices) -> dict[int, int]:
@@ -100,26 +118,23 @@ def device_bytes(abstract_state, shardings, devices) -> dict[int, int]:
   return per_device
 
 
-def _mesh_setup(name: str, n: int):
-  """(config, model, tx, schedule, unboxed abstract state, batch, mesh, rules, shardings)."""
+def mesh_and_shardings(setup: Setup, n: int):
+  """(mesh of the first n devices with data=1, fsdp=n; state shardings on it)."""
   import jax  # pylint: disable=g-import-not-at-top
 
-  from av_unified_jax import checkpointing, sharding  # pylint: disable=g-import-not-at-top
+  from av_unified_jax import sharding  # pylint: disable=g-import-not-at-top
 
-  config = _config(name, n)
-  model, tx, schedule, boxed, batch = _abstract_state(config)
-  mesh = sharding.make_mesh(config.mesh, jax.devices()[:n])
-  rules = sharding.logical_rules(config)
-  shardings = sharding.param_shardings(boxed, mesh, rules)
-  return (config, model, tx, schedule, checkpointing.unbox(boxed), batch, mesh, rules,
-          shardings)
+  mesh = sharding.make_mesh({"data": 1, "fsdp": n, "tensor": 1}, jax.devices()[:n])
+  rules = sharding.logical_rules(setup.config)
+  return mesh, sharding.param_shardings(setup.boxed, mesh, rules)
 
 
-def measure_bytes(name: str, n: int) -> dict:
-  """Bytes of the train state of configs/<name>.py per device on the first n devices."""
+def measure_bytes(setup: Setup, n: int) -> dict:
+  """Bytes of the train state per device on an fsdp=n mesh (the batch plays no part)."""
   import jax  # pylint: disable=g-import-not-at-top
 
-  _, _, _, _, state, _, mesh, _, shardings = _mesh_setup(name, n)
+  mesh, shardings = mesh_and_shardings(setup, n)
+  state = setup.state
   per_device = device_bytes(state, shardings, jax.devices()[:n])
   total = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state))
   params = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state.params))
@@ -130,21 +145,23 @@ def measure_bytes(name: str, n: int) -> dict:
   return row
 
 
-def measure_compile(name: str, n: int) -> dict:
+def measure_compile(name: str, n: int, vocab: int) -> dict:
   """Seconds to lower and compile the jitted train step of configs/<name>.py on n devices."""
   import jax  # pylint: disable=g-import-not-at-top
   from jax.sharding import NamedSharding, PartitionSpec  # pylint: disable=g-import-not-at-top
 
   from av_unified_jax import sharding, steps  # pylint: disable=g-import-not-at-top
 
-  config, model, tx, schedule, state, batch, mesh, rules, shardings = _mesh_setup(name, n)
+  setup = abstract_setup(_config(name, n), vocab)
+  mesh, shardings = mesh_and_shardings(setup, n)
+  rules = sharding.logical_rules(setup.config)
   replicated = NamedSharding(mesh, PartitionSpec())
-  batch_sh = sharding.batch_shardings(batch, mesh, rules)
-  step = jax.jit(steps.make_train_step(model, tx, schedule, config),
+  batch_sh = sharding.batch_shardings(setup.batch, mesh, rules)
+  step = jax.jit(steps.make_train_step(setup.model, setup.tx, setup.schedule, setup.config),
                  in_shardings=(shardings, batch_sh, replicated),
                  out_shardings=(shardings, replicated), donate_argnums=(0,))
-  args = (state, batch, jax.eval_shape(lambda: jax.random.key(0)))
-  return {"devices": n, "batch_size": config.data.batch_size,
+  args = (setup.state, setup.batch, jax.eval_shape(lambda: jax.random.key(0)))
+  return {"devices": n, "batch_size": setup.config.data.batch_size,
           **compile_times(step, args, mesh, rules)}
 
 
@@ -174,16 +191,21 @@ def measure(devices, compile_devices, bytes_config: str = "base",
   """{"bytes": {config, variant, rows}, "compile": {config, variant, rows}}."""
   import jax  # pylint: disable=g-import-not-at-top
 
+  from av_unified_jax import tokens  # pylint: disable=g-import-not-at-top
+
   if jax.device_count() < max([*devices, *compile_devices]):
     raise RuntimeError(f"{jax.device_count()} devices, need {max(devices)}: set XLA_FLAGS="
                        f"--xla_force_host_platform_device_count before importing jax")
+  vocab = tokens.Tokenizer.build(tokens.OFFICIAL_LABEL_SETS).layout.vocab_size
+  setup = abstract_setup(_config(bytes_config, 1), vocab)
   return {
       "bytes": {"config": f"configs/{bytes_config}.py",
-                "variant": _config(bytes_config, 1).model.variant,
-                "rows": [measure_bytes(bytes_config, n) for n in devices]},
+                "variant": setup.config.model.variant,
+                "rows": [measure_bytes(setup, n) for n in devices]},
       "compile": {"config": f"configs/{compile_config}.py",
                   "variant": _config(compile_config, 1).model.variant,
-                  "rows": [measure_compile(compile_config, n) for n in compile_devices]},
+                  "rows": [measure_compile(compile_config, n, vocab)
+                           for n in compile_devices]},
   }
 
 
