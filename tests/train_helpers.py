@@ -96,12 +96,14 @@ def subprocess_env(devices: int, cache_dir=None) -> dict:
   """Environment of an entry-point subprocess with `devices` fake CPU devices.
 
   `cache_dir` turns on JAX's persistent compilation cache, so runs of the same program (a
-  restart after a kill) load the compiled step instead of compiling it again.
+  restart after a kill) load the compiled step instead of compiling it again. LLVM
+  optimisation is off: it roughly halves compile time, and a few tiny steps barely notice.
   """
   env = dict(os.environ)
   flags = [f for f in env.get("XLA_FLAGS", "").split()
            if not f.startswith("--xla_force_host_platform_device_count")]
-  env["XLA_FLAGS"] = " ".join(flags + [f"--xla_force_host_platform_device_count={devices}"])
+  env["XLA_FLAGS"] = " ".join(flags + [f"--xla_force_host_platform_device_count={devices}",
+                                       "--xla_backend_optimization_level=0"])
   env["JAX_PLATFORMS"] = "cpu"
   env["PYTHONUNBUFFERED"] = "1"
   if cache_dir is not None:
