@@ -1,6 +1,6 @@
 """Mask tokenizer (VQ-VAE for binary masks, DESIGN §3), trained before the main model.
 
-Variants: `base` (default), `demo` (about a minute on a 2-core CPU), `tiny` (tests, seconds).
+Variants: `base` (default), `demo` (about a minute on a free 2-core CPU), `tiny` (tests, seconds).
 Usage: python -m av_unified_jax.mask_tokenizer_train --config=configs/mask_tokenizer.py:demo \
            --masks=<dir of PNGs | .npz> --workdir=W  [--config.total_steps=400]
 """
@@ -70,15 +70,19 @@ def get_config(arg=None):
     raise ValueError(f"configs/mask_tokenizer.py: variant {args.variant!r} is not one of {VARIANTS}")
   c = base_config()
   c.variant = args.variant
-  if args.variant == "demo":
-    c.total_steps = 300
-    c.log_every_steps = 25
+  if args.variant == "demo":  # Demo AVS masks (small objects): about 90 CPU-seconds.
+    c.total_steps = 1200
+    c.batch_size = 16
+    c.log_every_steps = 100
     c.model.channels = (16, 32, 64)
     c.model.num_res_blocks = 1
     c.model.ema_decay = 0.95
-    c.optim.learning_rate = 2e-3
-    c.optim.warmup_steps = 30
-    c.data.num_synthetic = 2000
+    c.model.restart_usage = 0.2
+    c.optim.learning_rate = 3e-3
+    c.optim.warmup_steps = 100
+    c.data.num_synthetic = 0  # Train on the given masks only (set it when giving none).
+    c.data.num_synthetic_eval = 0
+    c.data.eval_size = 112  # The demo's mask size.
   elif args.variant == "tiny":
     c.total_steps = 60
     c.batch_size = 16
@@ -90,6 +94,7 @@ def get_config(arg=None):
     c.model.channels = (8, 16, 32)
     c.model.num_res_blocks = 1
     c.model.ema_decay = 0.9
+    c.model.restart_usage = 0.2
     c.optim.learning_rate = 3e-3
     c.optim.warmup_steps = 5
     c.data.num_synthetic = 256

@@ -292,7 +292,8 @@ class MaskTokenizer(nn.Module):
 def init_variables(cfg: MaskTokenizerConfig, rng) -> dict:
   """Unboxed variables `{"params": ..., "vq": ...}` of a fresh tokenizer."""
   masks = jnp.zeros((1, cfg.mask_size, cfg.mask_size), jnp.float32)
-  return nn.unbox(MaskTokenizer(cfg).init(rng, masks, train=False))
+  init = jax.jit(lambda r: nn.unbox(MaskTokenizer(cfg).init(r, masks, train=False)))
+  return init(rng)
 
 
 # ------------------------------------------------------------------------------- mask helpers
