@@ -174,15 +174,28 @@ SYNTHETIC_NUM_CLASSES = 25  # Weak-label classes of synthetic batches (as LLP).
 
 def make_train_data(config, workdir: str | Path) -> TrainData:
   """This process's training input: the grain pipeline over `data.shards_dir` (tokenizer kept
-  in W/tokenizer), or deterministic synthetic batches when `data.synthetic`."""
+  in W/tokenizer; AVS targets from the mask tokenizer in W/mask_tokenizer when there is one),
+  or deterministic synthetic batches when `data.synthetic`."""
   try:
     model_cfg = models.model_config_from(config.model)
     if config.data.synthetic:
       return synthetic_train_data(config, model_cfg)
     tokenizer = pipeline.load_or_build_tokenizer(config, workdir)
-    return pipeline.make_train_data(config, tokenizer, model_cfg=model_cfg)
+    return pipeline.make_train_data(config, tokenizer, model_cfg=model_cfg,
+                                    mask_codes=avs_mask_codes(config, workdir))
   except (ValueError, FileNotFoundError) as e:
     raise InputError(str(e)) from None
+
+
+def avs_mask_codes(config, workdir: str | Path):
+  """AVS target codes from W/mask_tokenizer (None without one: AVS targets get no weight)."""
+  from av_unified_jax import evaluate, mask_codes  # Only runs with AVS need them.
+
+  directory = Path(workdir) / evaluate.MASK_TOKENIZER_DIR
+  if "avs" not in pipeline.active_tasks(config) or not directory.is_dir():
+    return None
+  log = print if jax.process_index() == 0 else (lambda *_: None)
+  return mask_codes.MaskCodeTable.for_run(config, directory, log=log)
 
 
 def synthetic_train_data(config, model_cfg) -> TrainData:
