@@ -2,7 +2,8 @@
 
 Each checkpoint step holds two items:
   * `state`: the train state (step, params, optimizer state) as global `jax.Array`s, unboxed
-    (no flax `LogicallyPartitioned` wrappers), saved asynchronously;
+    (no flax `LogicallyPartitioned` wrappers), saved asynchronously (orbax PyTree format;
+    arrays under `MIN_REPLICA_PARALLEL_BYTES` per replica are written by one replica);
   * `data`: the input iterator's state, one JSON file per process
     (`process_<i>-of-<n>.json`), so a resumed run continues with exactly the next batch.
 
