@@ -4,6 +4,7 @@ the checkpoint again, `--mode=predict` answers on a video. Plus the main job's r
 
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 STEPS = 4
 
 
-def run_main(*args, timeout=400):
+def run_main(*args, timeout=900):
   result = subprocess.run([sys.executable, "main.py", *args], cwd=ROOT, capture_output=True,
                           text=True, timeout=timeout)
   assert result.returncode == 0, (result.stdout[-3000:], result.stderr[-3000:])
@@ -44,8 +45,9 @@ def test_train_then_eval_then_predict(tmp_path):
   config = [f"--config=configs/tiny.py:steps={STEPS}",
             f"--config.data.shards_dir={demo / 'shards'}", "--config.eval.max_examples=0"]
 
-  # ---- Train (evaluates every task at the last step through the evaluation hook).
-  run_main(*config, f"--workdir={work}")
+  # ---- Train (evaluates every task at the last step through the evaluation hook); the work
+  # directory is given relative to the current directory, as users type it.
+  run_main(*config, f"--workdir={os.path.relpath(work, ROOT)}")
   records = [json.loads(line) for line in (work / "metrics.jsonl").read_text().splitlines()]
   losses = [r["train/loss"] for r in records if "train/loss" in r]
   assert len(losses) == STEPS // 2 and all(math.isfinite(v) for v in losses)
