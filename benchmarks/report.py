@@ -222,7 +222,8 @@ def render(results: Mapping, notes: str = "") -> str:
   lines = [
       "# Performance", "",
       f"Measured by `{results['command']}` on {results['created']} (whole run "
-      f"{results['wall_time_s']:.0f} s). This file is generated from `benchmarks/results.json` "
+      f"{results['wall_time_s']:.0f} s wall, {results.get('cpu_time_s', 0):.0f} s of CPU). "
+      "This file is generated from `benchmarks/results.json` "
       "by `benchmarks/report.py`; edit `benchmarks/notes.md` for the analysis below the tables.",
       "", "## Reproduce", "", "```bash",
       "python -m benchmarks.run --quick        # a few minutes on 2 CPU cores",

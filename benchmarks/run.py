@@ -19,6 +19,7 @@ import io
 import json
 import os
 import platform
+import resource
 import sys
 import time
 import traceback
@@ -120,6 +121,13 @@ def versions() -> dict:
     except importlib.metadata.PackageNotFoundError:
       out[name] = None
   return out
+
+
+def cpu_seconds() -> float:
+  """User + system CPU seconds of this process and its finished children so far."""
+  own, kids = (resource.getrusage(who) for who in (resource.RUSAGE_SELF,
+                                                   resource.RUSAGE_CHILDREN))
+  return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 # ----------------------------------------------------------------------------- measurements
@@ -234,6 +242,7 @@ def main(argv=None) -> int:
     results["measurements"][name] = run_section(name, fns[name])
   results["machine"]["load_average"]["end"] = os.getloadavg()[0]
   results["wall_time_s"] = time.perf_counter() - start
+  results["cpu_time_s"] = cpu_seconds()
   results["summary"] = report.summarize(results["measurements"])
   args.out.write_text(json.dumps(results, indent=1) + "\n")
   write_markdown(results, args.markdown)
