@@ -28,6 +28,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.codebook_size = 512  # Codes; must equal tokens.num_mask_codes of the main config.
   c.model.code_dim = 32  # Codebook vector dimension.
   c.model.channels = (32, 64, 128)  # Conv widths of the stride-2 stages, high resolution first.
+  c.model.encoder = "conv"  # "conv" (convolutional, sees neighbours) or "patch" (per-cell MLP).
+  c.model.patch_hidden = 256  # Hidden width of the "patch" encoder.
   c.model.num_res_blocks = 2  # Residual blocks at grid resolution (encoder and decoder each).
   c.model.commitment_weight = 0.25  # Commitment loss weight (beta).
   c.model.dice_weight = 1.0  # Soft-dice weight beside pixel BCE.

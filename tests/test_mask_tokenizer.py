@@ -51,6 +51,22 @@ def test_round_trip_and_call_outputs(tiny_variables):
     assert out[key].shape == () and np.isfinite(float(out[key])), key
 
 
+def test_patch_encoder_gives_every_empty_cell_the_same_code():
+  cfg = mt.MaskTokenizerConfig(**{**TINY.to_dict(), "encoder": "patch", "patch_hidden": 16})
+  model = mt.MaskTokenizer(cfg)
+  variables = jax.jit(lambda r: mt.init_variables(cfg, r))(jax.random.key(1))
+  assert "mlp0" in variables["params"]["encoder"]
+  masks = np.zeros((2, 32, 32), np.float32)
+  masks[0, 3:12, 5:20] = 1.0  # an object in the top-left cells; mask 1 is empty
+  codes = np.asarray(jax.jit(functools.partial(model.apply, method=model.encode))(
+      variables, jnp.asarray(masks)))
+  assert codes.shape == (2, 4, 4)
+  empty = masks.reshape(2, 4, 8, 4, 8).max(axis=(2, 4)) == 0  # [2, 4, 4] cells
+  assert len(np.unique(codes[empty])) == 1
+  with pytest.raises(ValueError, match="encoder"):
+    mt.MaskTokenizerConfig(encoder="mlp")
+
+
 def test_wrong_mask_size_is_a_clear_error(tiny_variables):
   with pytest.raises(ValueError, match="resize_masks"):
     mt.MaskTokenizer(TINY).apply(tiny_variables, jnp.zeros((1, 64, 64)), method="encode")

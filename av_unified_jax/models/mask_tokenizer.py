@@ -45,6 +45,8 @@ class MaskTokenizerConfig:
   codebook_size: int = 512  # K: number of codes (= mask code tokens in the vocabulary).
   code_dim: int = 32  # Dimension of codebook vectors.
   channels: tuple[int, ...] = (32, 64, 128)  # Conv width per stride-2 stage (high res first).
+  encoder: str = "conv"  # Key of ENCODERS: "conv" (sees neighbours) or "patch" (cell-local).
+  patch_hidden: int = 256  # Hidden width of the "patch" encoder's per-cell MLP.
   num_res_blocks: int = 1  # Residual blocks at grid resolution, in encoder and decoder.
   commitment_weight: float = 0.25  # beta of the commitment loss.
   dice_weight: float = 1.0  # Weight of the soft-dice term beside the pixel BCE.
@@ -58,6 +60,9 @@ class MaskTokenizerConfig:
     if self.mask_size % self.grid:
       raise ValueError(f"MaskTokenizerConfig: mask_size={self.mask_size} is not a multiple of "
                        f"grid={self.grid}; choose sizes with mask_size = grid * 2**len(channels)")
+    if self.encoder not in ENCODERS:
+      raise ValueError(f"MaskTokenizerConfig: encoder={self.encoder!r} is not one of "
+                       f"{sorted(ENCODERS)}")
     if self.mask_size // self.grid != 2 ** len(self.channels):
       raise ValueError(
           f"MaskTokenizerConfig: mask_size / grid = {self.mask_size // self.grid} needs "
@@ -118,6 +123,32 @@ class Encoder(nn.Module):
     for i in range(self.cfg.num_res_blocks):
       x = ResBlock(self.cfg.channels[-1], name=f"res{i}")(x)
     return _conv(self.cfg.code_dim, 1, out_name="embed", name="to_code")(nn.relu(x))
+
+
+def space_to_depth(x, block: int):
+  """`[B, r*h, r*w, C] -> [B, h, w, r*r*C]` (inverse of depth_to_space; r = block)."""
+  b, hh, ww, c = x.shape
+  x = x.reshape(b, hh // block, block, ww // block, block, c)  # [B, h, r, w, r, C]
+  x = x.transpose(0, 1, 3, 2, 4, 5)  # [B, h, w, r, r, C]
+  return x.reshape(b, hh // block, ww // block, block * block * c)
+
+
+class PatchEncoder(nn.Module):
+  """Cell-local encoder: an MLP on each cell's pixels. `float32[B, S, S] -> float32[B, g, g, D]`.
+
+  A cell's code depends on its own pixels only, so all empty cells share one code and the
+  codebook is spent on cells that hold boundaries; the decoder supplies the context.
+  """
+  cfg: MaskTokenizerConfig
+
+  @nn.compact
+  def __call__(self, masks):
+    r = self.cfg.mask_size // self.cfg.grid
+    x = (masks[..., None] * 2.0 - 1.0).astype(jnp.float32)  # [B, S, S, 1]
+    x = space_to_depth(x, r)  # [B, g, g, r*r]
+    x = nn.relu(_conv(self.cfg.patch_hidden, 1, in_name=None, name="mlp0")(x))
+    x = nn.relu(_conv(self.cfg.patch_hidden, 1, name="mlp1")(x))
+    return _conv(self.cfg.code_dim, 1, out_name="embed", name="to_code")(x)
 
 
 def depth_to_space(x, block: int = 2):
@@ -250,7 +281,7 @@ class MaskTokenizer(nn.Module):
   cfg: MaskTokenizerConfig
 
   def setup(self):
-    self.encoder = Encoder(self.cfg)
+    self.encoder = ENCODERS[self.cfg.encoder](self.cfg)
     self.quantizer = VectorQuantizer(self.cfg)
     self.decoder = Decoder(self.cfg)
 
@@ -287,6 +318,10 @@ class MaskTokenizer(nn.Module):
     losses = reconstruction_losses(logits, masks, self.cfg.dice_weight)
     loss = losses["recon"] + self.cfg.commitment_weight * stats["commitment"]
     return {"logits": logits, "codes": codes, "loss": loss, **losses, **stats}
+
+
+# Encoder variants by MaskTokenizerConfig.encoder.
+ENCODERS = {"conv": Encoder, "patch": PatchEncoder}
 
 
 def init_variables(cfg: MaskTokenizerConfig, rng) -> dict:
