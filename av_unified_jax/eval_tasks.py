@@ -4,12 +4,12 @@ Each task is a class (`TASKS` maps a task name to it) that owns four steps:
 
   ground_truth(example) -> dict        the annotation fields of a converted example (schema.py
                                        names), frames and audio dropped
-  queries(example) -> list[dict]       one entry per decode of the model: the prompt, the focus
-                                       segment and a readable key (AVS: one per annotated frame)
   interpret(tokens, aux, queries) -> list[dict]
                                        decoded tokens int32[B, L] (or None when the task's
-                                       source needs no decoding) and auxiliary outputs
-                                       ({name: float32[B, ...]}) -> one output per query
+                                       source needs no decoding), auxiliary outputs
+                                       ({name: float32[B, ...]}) and one `row_query` per row
+                                       (which frame, how many valid seconds) -> one output
+                                       per row (AVS: one row per annotated frame)
   score(gts, outputs) -> {metric: value}
                                        `outputs[i]` is the list of outputs of example i's
                                        queries; the metric names are those returned by
@@ -83,10 +83,13 @@ def _check_classes(task: str, classes: Sequence[str], limit: int) -> tuple[str, 
   return tuple(classes)
 
 
-def row_query(gt: Mapping[str, Any], focus_segment: int, frame_index: int) -> dict:
-  """What `interpret` needs to know about one model row besides its outputs: the focus
-  segment (SSL maps), the stored frame and mask size (AVS), the segment count (AVVP)."""
-  query = {"focus_segment": int(focus_segment), "frame": int(frame_index)}
+def row_query(gt: Mapping[str, Any], focus_segment: int, frame_index: int,
+              valid_segments: int) -> dict:
+  """What `interpret` needs to know about one model row besides its outputs: the focus and
+  the number of valid segments (SSL maps), the stored frame and mask size (AVS), the segment
+  count of the ground truth (AVVP)."""
+  query = {"focus_segment": int(focus_segment), "frame": int(frame_index),
+           "valid_segments": int(valid_segments)}
   if "masks" in gt:
     query["size"] = int(gt["masks"].shape[-1])
   if "GT_a" in gt:
@@ -116,10 +119,6 @@ class EvalTask:
     self.tokenizer = tokenizer
     self.eval_config = eval_config
     self.mask_decoder = mask_decoder
-
-  def queries(self, example: Mapping[str, Any]) -> list[dict]:
-    return [{"prompt": self.tokenizer.encode_prompt(self.name), "focus_segment": 0,
-             "key": str(example["id"])}]
 
   def write(self, out_dir: Path, gts: list[dict], outputs: list[list[dict]]) -> None:
     _write_json(out_dir / "predictions.json", self.readable(gts, outputs))
@@ -243,11 +242,6 @@ class AvvpTask(EvalTask):
       mats[modality][self.classes.index(label), start:end] = 1
     return {"SO_a": mats["audio"], "SO_v": mats["visual"], "valid": rows is not None}
 
-  def queries(self, example) -> list[dict]:
-    q = super().queries(example)[0]
-    q["num_segments"] = int(np.shape(example["log_mel"])[0])
-    return [q]
-
   def score(self, gts, outputs) -> dict:
     videos = [{"SO_a": o[0]["SO_a"], "SO_v": o[0]["SO_v"], "GT_a": g["GT_a"], "GT_v": g["GT_v"]}
               for g, o in zip(gts, outputs, strict=True)]
@@ -278,10 +272,6 @@ class AvqaTask(EvalTask):
     return {"id": str(example["id"]), "question_id": int(example["question_id"]),
             "question": str(example["question"]), "answer": str(example["answer"]),
             "type": tuple(str(t) for t in example["question_type"])}
-
-  def queries(self, example) -> list[dict]:
-    return [{"prompt": self.tokenizer.encode_prompt("avqa", question=str(example["question"])),
-             "focus_segment": 0, "key": str(example["id"])}]
 
   def interpret(self, tokens, aux, queries) -> list[dict]:
     del aux, queries
@@ -323,7 +313,8 @@ def upsample_maps(maps, size: int) -> np.ndarray:
 
 
 class SslTask(EvalTask):
-  """VGG-SS: heatmap (spatial perception map, bilinear to 224, or the decoded box) -> `ciou`
+  """VGG-SS: heatmap (the spatial perception maps averaged over the clip's valid seconds,
+  bilinear to 224, or the decoded box) -> `ciou`
   against `vggss_gt_map` -> `localization_summary`. `eval_config.ssl_source` picks "map" or
   "box"; `eval_config.ciou_protocol` the binarisation ("lvs" or "ezvsl")."""
 
@@ -347,8 +338,11 @@ class SslTask(EvalTask):
   def interpret(self, tokens, aux, queries) -> list[dict]:
     if self.source == "map":
       maps = np.asarray(aux["loc_maps"])  # [B, T, h, w]
-      focus = np.array([q["focus_segment"] for q in queries])
-      heat = upsample_maps(maps[np.arange(len(maps)), focus], SSL_MAP_SIZE)
+      # The clip's map: the mean over its valid seconds, as the official tests localise with
+      # the whole clip's audio (LVS: 10 s) against the annotated frame.
+      mean = np.stack([m[:max(1, q["valid_segments"])].mean(axis=0)
+                       for m, q in zip(maps, queries, strict=True)])  # [B, h, w]
+      heat = upsample_maps(mean, SSL_MAP_SIZE)
       return [{"heatmap": h, "box": None} for h in heat]
     out = []
     for row in np.asarray(tokens):
@@ -407,13 +401,6 @@ class AvsTask(EvalTask):
     annotated = np.asarray(example["mask_annotated"], bool)
     return {"id": str(example["id"]), "masks": masks, "annotated": annotated}
 
-  def queries(self, example) -> list[dict]:
-    annotated = np.flatnonzero(np.asarray(example["mask_annotated"], bool))
-    size = _mask_size(example)
-    return [{"prompt": self.tokenizer.encode_prompt("avs", second=int(k)),
-             "focus_segment": int(k), "key": f"{example['id']}_{int(k)}", "frame": int(k),
-             "size": size} for k in annotated]
-
   def interpret(self, tokens, aux, queries) -> list[dict]:
     del aux
     if self.mask_decoder is None:
@@ -460,15 +447,6 @@ class AvsTask(EvalTask):
         entry[str(o["frame"])] = {"mask": f"masks/{name}", "iou": float(iou)}
       readable[g["id"]] = entry
     _write_json(out_dir / "predictions.json", readable)
-
-
-def _mask_size(example) -> int:
-  """Side of the example's (square) ground-truth masks, read from the first PNG header."""
-  from PIL import Image
-
-  first = next(b for b in example["masks"] if b)
-  with Image.open(io.BytesIO(first)) as image:
-    return int(image.size[0])
 
 
 TASKS: dict[str, type[EvalTask]] = {

@@ -217,14 +217,15 @@ class Evaluator:
       for local in data.batches:
         tokens_, aux = self.runner(task, params, self._global(local))
         rows = {k: _gather_rows(local[k]) for k in ("example_index", "frame_index", "valid",
-                                                    "focus_segment")}
+                                                    "focus_segment", "segment_mask")}
         keep = np.flatnonzero(rows["valid"])
         for i in rows["example_index"][keep]:
           if int(i) not in gts:
             gts[int(i)] = task.ground_truth(data.source[int(i)])
         queries = [eval_tasks.row_query(gts[int(rows["example_index"][j])],
                                         int(rows["focus_segment"][j]),
-                                        int(rows["frame_index"][j])) for j in keep]
+                                        int(rows["frame_index"][j]),
+                                        int(rows["segment_mask"][j].sum())) for j in keep]
         picked = task.interpret(None if tokens_ is None else tokens_[keep],
                                 {k: v[keep] for k, v in aux.items()}, queries)
         for j, out in zip(keep, picked, strict=True):

@@ -160,9 +160,11 @@ def predict(workdir: str | Path, video: str | Path, task: str, out_dir: str | Pa
   with sharding.activate(run.mesh, run.rules):
     tokens, aux = runner(spec, run.params, evaluate.to_global(batch, run.mesh, run.rules))
   n = len(examples)
-  queries = [{"focus_segment": int(batch["focus_segment"][i]), "frame": int(examples[i].get(
-      "_frame_index", -1)), "size": int(media.frames.shape[1]),
-              "num_segments": int(media.log_mel.shape[0])} for i in range(n)]
+  queries = [{"focus_segment": int(batch["focus_segment"][i]),
+              "frame": int(examples[i].get("_frame_index", -1)),
+              "valid_segments": int(batch["segment_mask"][i].sum()),
+              "size": int(media.frames.shape[1]), "num_segments": int(media.log_mel.shape[0])}
+             for i in range(n)]
   outputs = spec.interpret(None if tokens is None else tokens[:n],
                            {k: v[:n] for k, v in aux.items()}, queries)
   answer = describe(task, spec, outputs, media, question)

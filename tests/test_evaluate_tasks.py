@@ -49,7 +49,8 @@ def test_ave_decoded_spans_to_accuracy_and_predictions(tmp_path):
       pad(TOK.encode_target("ave", {"label": "dog", "start": 3, "end": 6})),  # 9 of 10 right
       pad(TOK.encode_target("ave", {"label": "cat", "start": 0, "end": 10})),  # 0 of 10
   ])
-  outputs = [[o] for o in task.interpret(tokens_, {}, [task.queries(e)[0] for e in examples])]
+  queries = [eval_tasks.row_query(g, 5, -1, T) for g in gts]
+  outputs = [[o] for o in task.interpret(tokens_, {}, queries)]
   result = task.score(gts, outputs)
   assert list(result) == ["accuracy"]
   np.testing.assert_allclose(result["accuracy"], 9 / 20, rtol=0, atol=1e-12)
@@ -87,7 +88,7 @@ def test_avvp_mil_probabilities_to_official_scores():
   frame[0, :, 0, 3] = 0.8  # car heard everywhere, but filtered by the video probability
   video = np.array([[0.1, 0.6, 0.2, 0.3]], np.float32)
   outs = task.interpret(None, {"mil_frame_probs": frame, "mil_video_probs": video},
-                        task.queries(ex))
+                        [eval_tasks.row_query(gts[0], 5, -1, T)])
   assert outs[0]["SO_a"].shape == (25, T) and outs[0]["SO_a"].sum() == 3
   result = task.score(gts, [outs])
   assert set(result) == {"seg_audio", "seg_visual", "seg_av", "seg_type_avg", "seg_event_avg",
@@ -105,7 +106,9 @@ def test_avvp_decoded_parse_matches_the_metric_on_hand_counts(tmp_path):
   gts = [task.ground_truth(ex)]
   parse = [("audio", "speech", 0, 5), ("visual", "car", 1, 2)]
   seq = pad(TOK.encode_target("avvp", parse), 40)
-  outs = task.interpret(seq[None], {}, task.queries(ex))
+  query = eval_tasks.row_query(gts[0], 5, -1, T)
+  assert query["num_segments"] == T
+  outs = task.interpret(seq[None], {}, [query])
   result = task.score(gts, [outs])
   # Audio: TP 5, FN 5 -> F = 10 / 15. Visual: car FP only -> kept class with F = 0.
   np.testing.assert_allclose(result["seg_audio"], 10 / 15, rtol=0, atol=1e-12)
@@ -130,8 +133,6 @@ def test_avqa_answers_to_pooled_accuracies(tmp_path):
          avqa_example(2, "How many violins?", "two", ("Visual", "Counting")),
          avqa_example(3, "How many violins?", "three", ("Visual", "Counting"))]
   gts = [task.ground_truth(e) for e in exs]
-  q = task.queries(exs[0])[0]
-  assert q["prompt"][0] == TOK.layout.task_token("avqa")
   toks = np.stack([pad(TOK.encode_target("avqa", a)) for a in ("yes", "two", "two")])
   outs = [[o] for o in task.interpret(toks, {}, None)]
   result = task.score(gts, outs)
@@ -159,9 +160,10 @@ def test_ssl_map_peak_on_the_box_scores_and_beats_the_centre(tmp_path):
   exs = [ssl_example(0, [[0.0, 0.0, 0.5, 0.5]]), ssl_example(1, [[0.5, 0.5, 1.0, 1.0]])]
   gts = [task.ground_truth(e) for e in exs]
   maps = np.zeros((2, 3, 4, 4), np.float32)
-  maps[0, 1, :2, :2] = 1.0  # focus segment 1, top-left quadrant
-  maps[1, 1, 2:, 2:] = 1.0
-  queries = [dict(task.queries(e)[0], focus_segment=1) for e in exs]
+  maps[0, :2, :2, :2] = 1.0  # top-left quadrant in both valid seconds
+  maps[1, :2, 2:, 2:] = 1.0
+  maps[:, 2] = np.random.default_rng(0).random((2, 4, 4))  # padding second: ignored
+  queries = [eval_tasks.row_query(g, 1, -1, 2) for g in gts]
   outs = [[o] for o in task.interpret(None, {"loc_maps": maps}, queries)]
   assert outs[0][0]["heatmap"].shape == (224, 224)
   result = task.score(gts, outs)
@@ -224,9 +226,8 @@ def test_avs_codes_to_masks_to_official_scores(tmp_path):
   masks = [quadrant(k % 4) for k in range(5)]
   ex = avs_example(0, masks, [True, True, False, False, False])
   gts = [task.ground_truth(ex)]
-  queries = task.queries(ex)
+  queries = [eval_tasks.row_query(gts[0], k, k, T) for k in (0, 1)]
   assert [q["frame"] for q in queries] == [0, 1] and queries[0]["size"] == 8
-  assert queries[1]["prompt"][-1] == TOK.layout.time_token(1)
   right = TOK.encode_target("avs", np.array([[1, 0], [0, 0]]))  # quadrant 0: frame 0 exact
   wrong = TOK.encode_target("avs", np.array([[0, 0], [1, 0]]))  # quadrant 2, truth is 1
   outs = task.interpret(np.stack([pad(right), pad(wrong)]), {}, queries)
