@@ -10,7 +10,6 @@ Writes `W/mask_tokenizer.msgpack` + `W/mask_tokenizer.json` (see models.mask_tok
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
 import time

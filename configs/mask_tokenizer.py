@@ -69,7 +69,8 @@ def base_config() -> ml_collections.ConfigDict:
 def get_config(arg=None):
   args = common.parse_arg(arg, variant="base")
   if args.variant not in VARIANTS:
-    raise ValueError(f"configs/mask_tokenizer.py: variant {args.variant!r} is not one of {VARIANTS}")
+    raise ValueError(f"configs/mask_tokenizer.py: variant {args.variant!r} is not one of "
+                     f"{VARIANTS}")
   c = base_config()
   c.variant = args.variant
   if args.variant == "demo":  # Demo AVS masks (small objects): about 90 CPU-seconds.

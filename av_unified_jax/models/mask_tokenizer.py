@@ -187,7 +187,7 @@ class Decoder(nn.Module):
     return x[..., 0]
 
 
-def _uniform_codebook(rng, shape):
+def _random_unit_codebook(rng, shape):
   return _l2_normalize(jax.random.normal(rng, shape, jnp.float32))
 
 
@@ -201,10 +201,10 @@ class VectorQuantizer(nn.Module):
 
   def setup(self):
     k, d = self.cfg.codebook_size, self.cfg.code_dim
-    box = lambda init, names: nn.with_logical_partitioning(init, names)
+    box = nn.with_logical_partitioning
     self.codebook = self.variable(
         VQ_COLLECTION, "codebook",
-        box(lambda: _uniform_codebook(self.make_rng("params"), (k, d)), ("codebook", "embed")))
+        box(lambda: _random_unit_codebook(self.make_rng("params"), (k, d)), ("codebook", "embed")))
     self.ema_count = self.variable(VQ_COLLECTION, "ema_count",
                                    box(lambda: jnp.zeros((k,), jnp.float32), ("codebook",)))
     self.ema_sum = self.variable(VQ_COLLECTION, "ema_sum",
@@ -223,7 +223,7 @@ class VectorQuantizer(nn.Module):
     return codes, jnp.take_along_axis(dist, codes[:, None], axis=-1)[:, 0]
 
   def __call__(self, z, train: bool):
-    """`float32[B, g, g, D]` -> (straight-through `float32[B, g, g, D]`, `int32[B, g, g]`, stats)."""
+    """`float32[B, g, g, D]` -> (straight-through `float32[B,g,g,D]`, `int32[B,g,g]`, stats)."""
     z = _l2_normalize(z)
     flat = z.reshape(-1, z.shape[-1])  # [N, D], N = B * g * g
     codes, dist = self.nearest(flat)
