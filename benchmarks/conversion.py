@@ -55,8 +55,8 @@ def measure(clips: int, repeats: int, processes=(1, 2), size=(320, 240), fps: in
   return {
       "clips": clips, "clip_seconds": 10, "source": f"{size[0]}x{size[1]} h264 {fps} fps + "
       "AAC 44.1 kHz stereo", "warmup_s": startup, **rates,
-      "convert_over_decode": {str(n): timing.ratio(rates[f"convert_{n}"],
-                                                   rates[f"decode_only_{n}"])
+      "convert_over_decode": {str(n): timing.paired_ratio(rates[f"convert_{n}"],
+                                                          rates[f"decode_only_{n}"])
                               for n in processes},
   }
 

@@ -49,8 +49,11 @@ def _torch_generator(cfg, params, stack, threads: int):
 
 
 def measure(config_name: str, batch_size: int, max_len: int, repeats: int, threads: int,
-            tok) -> dict:
-  """Interleaved repeats of the three decoders; tokens/s = emitted tokens / seconds."""
+            tok, params=None) -> dict:
+  """Interleaved repeats of the three decoders; tokens/s = emitted tokens / seconds.
+
+  `params`: the model's parameters (default: a fresh initialization with the config's seed).
+  """
   import flax.linen as nn  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
   import torch  # pylint: disable=g-import-not-at-top
@@ -62,7 +65,9 @@ def measure(config_name: str, batch_size: int, max_len: int, repeats: int, threa
                                  num_mil_classes=train_step.NUM_CLASSES)
   model = models.AVUnified(cfg)
   batch, init_batch = _inputs(config, cfg, tok)
-  params = nn.meta.unbox(jax.jit(model.init)(jax.random.key(config.seed), init_batch))["params"]
+  if params is None:
+    params = nn.meta.unbox(jax.jit(model.init)(jax.random.key(config.seed),
+                                               init_batch))["params"]
   stack = tokens.stack_grammars(tok.grammars())
   index = np.full((batch_size,), stack.index(GRAMMAR), np.int32)
   tables = (stack.allowed, stack.next_state, stack.start_states)
@@ -89,8 +94,8 @@ def measure(config_name: str, batch_size: int, max_len: int, repeats: int, threa
       "batch_size": batch_size, "max_len": max_len, "grammar": GRAMMAR,
       "emitted_tokens_per_call": emitted, "threads": threads,
       "first_call_s": first, **rates,
-      "cached_over_uncached": timing.ratio(rates["jax_cached"], rates["jax_uncached"]),
-      "cached_over_torch": timing.ratio(rates["jax_cached"], rates["torch_generate"]),
+      "cached_over_uncached": timing.paired_ratio(rates["jax_cached"], rates["jax_uncached"]),
+      "cached_over_torch": timing.paired_ratio(rates["jax_cached"], rates["torch_generate"]),
       "tokens_equal": {
           "uncached_vs_cached": bool(np.array_equal(outputs["jax_uncached"],
                                                     outputs["jax_cached"])),

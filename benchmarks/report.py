@@ -103,7 +103,8 @@ def render_train(m: Mapping | None) -> list[str]:
     return lines + status
   lines += [f"Same weights, same batch, {m['threads']} CPU threads on both sides (XLA's "
             "thread pool and `torch.set_num_threads`), dropout 0 (the export has none). "
-            "Figures: median [min-max] over the repeats, JAX and PyTorch interleaved.", ""]
+            "Figures: median [min-max] over the repeats, JAX and PyTorch interleaved; a ratio "
+            "is the median of the per-round ratios.", ""]
   rows = []
   for name, v in m["variants"].items():
     loss = v["first_loss"]
@@ -127,7 +128,8 @@ def render_decode(m: Mapping | None) -> list[str]:
   eq = m["tokens_equal"]
   lines += [f"`{m['variant']}` variant, batch {m['batch_size']}, {m['max_len']} target tokens "
             f"(the `{m['grammar']}` grammar), {m['emitted_tokens_per_call']} tokens per call, "
-            f"{m['threads']} CPU threads; each call includes the encoder. Emitted tokens equal: "
+            f"{m['threads']} CPU threads; each call includes the encoder; the three run interleaved "
+            "and ratios are medians of per-round ratios. Emitted tokens equal: "
             f"uncached vs cached {eq['uncached_vs_cached']}, PyTorch vs cached "
             f"{eq['torch_vs_cached']}.", ""]
   rows = [["JAX, KV cache", fig(m["jax_cached"]), "1.00"],

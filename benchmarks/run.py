@@ -61,7 +61,7 @@ def make_plan(quick: bool) -> Plan:
 
   if quick:
     return Plan(train=(Setting("tiny", 8, 3, 3), Setting("demo", 32, 1, 3)),
-                decode_batch=4, decode_repeats=3, demo_clips=12, pipeline_batches=4,
+                decode_batch=4, decode_repeats=5, demo_clips=12, pipeline_batches=4,
                 pipeline_repeats=3, conversion_clips=3, conversion_repeats=2,
                 conversion_processes=(1,), compile_config="tiny", compile_devices=(8,),
                 fsdp_timeout_s=600, mfu_batch=8, mfu_repeats=3)
@@ -164,6 +164,7 @@ def section_fns(plan: Plan, cache_dir: Path) -> dict[str, Callable[[], dict]]:
       conversion, decode, fsdp_memory, mfu, pipeline_rate, train_step)
 
   threads = cpu_threads()
+  params = {}  # Initial parameters by config name, from train_step, reused by decode.
 
   def tokenizer():
     from av_unified_jax import tokens  # pylint: disable=g-import-not-at-top
@@ -178,10 +179,10 @@ def section_fns(plan: Plan, cache_dir: Path) -> dict[str, Callable[[], dict]]:
             "demo_problems": problems}
 
   return {
-      "train_step": lambda: train_step.measure(list(plan.train),
-                                               tokenizer().layout.vocab_size, threads),
+      "train_step": lambda: train_step.measure(
+          list(plan.train), tokenizer().layout.vocab_size, threads, params_out=params),
       "decode": lambda: decode.measure("demo", plan.decode_batch, 64, plan.decode_repeats,
-                                       threads, tokenizer()),
+                                       threads, tokenizer(), params=params.get("demo")),
       "pipeline": pipeline,
       "conversion": _quiet(lambda: conversion.measure(
           plan.conversion_clips, plan.conversion_repeats, plan.conversion_processes)),

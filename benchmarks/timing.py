@@ -2,10 +2,11 @@
 
     seconds = interleaved({"jax": run_jax, "torch": run_torch}, repeats=5)
     jax_rate = rate_stats(seconds["jax"], work=steps * batch, unit="examples/s")
-    ratio(jax_rate, torch_rate)   # median over median
+    paired_ratio(jax_rate, torch_rate)   # median over rounds of jax / torch
+    ratio(a, b)                          # median over median (measurements not interleaved)
 
-Interleaving (a, b, a, b, ...) rather than (a, a, ..., b, b, ...) makes both sides see the
-same drift of a shared machine's load, so their ratio is steadier than either figure.
+Interleaving (a, b, a, b, ...) rather than (a, a, ..., b, b, ...) makes both sides of a round
+see the same load of a shared machine, so the per-round ratio is steadier than either figure.
 """
 
 from __future__ import annotations
@@ -19,14 +20,15 @@ def stats(samples: Sequence[float], unit: str) -> dict:
   """Median and spread of repeated measurements.
 
   Returns {"median", "min", "max", "spread_pct" (100 * (max - min) / median), "repeats",
-  "samples" (sorted), "unit"}.
+  "samples" (in measurement order), "unit"}.
   """
-  xs = sorted(float(x) for x in samples)
+  xs = [float(x) for x in samples]
   if not xs:
     raise ValueError("stats() needs at least one sample")
   med = statistics.median(xs)
-  spread = 100.0 * (xs[-1] - xs[0]) / med if med else 0.0
-  return {"median": med, "min": xs[0], "max": xs[-1], "spread_pct": spread,
+  lo, hi = min(xs), max(xs)
+  spread = 100.0 * (hi - lo) / med if med else 0.0
+  return {"median": med, "min": lo, "max": hi, "spread_pct": spread,
           "repeats": len(xs), "samples": xs, "unit": unit}
 
 
@@ -40,6 +42,16 @@ def ratio(a: Mapping | None, b: Mapping | None) -> float | None:
   if not a or not b or not b.get("median"):
     return None
   return float(a["median"]) / float(b["median"])
+
+
+def paired_ratio(a: Mapping | None, b: Mapping | None) -> float | None:
+  """Median over rounds of a_i / b_i for two interleaved measurements (same round count)."""
+  if not a or not b:
+    return None
+  if a["repeats"] != b["repeats"]:
+    raise ValueError(f"paired_ratio needs as many samples on both sides ({a['repeats']} vs "
+                     f"{b['repeats']})")
+  return statistics.median(x / y for x, y in zip(a["samples"], b["samples"], strict=True))
 
 
 def timed(fn: Callable[[], object]) -> float:

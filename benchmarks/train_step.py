@@ -85,8 +85,10 @@ class JaxTrainer:
     return jax.block_until_ready(metrics)
 
 
-def measure_setting(setting: Setting, vocab_size: int, threads: int) -> dict:
-  """Interleaved repeats of JAX and PyTorch train steps on one configuration."""
+def measure_setting(setting: Setting, vocab_size: int, threads: int,
+                    params_out: dict | None = None) -> dict:
+  """Interleaved repeats of JAX and PyTorch train steps on one configuration; the initial
+  parameters are stored in `params_out[setting.config]` when a dict is given."""
   from av_unified_jax import models  # pylint: disable=g-import-not-at-top
 
   config = load_config(setting.config, setting.batch_size)
@@ -94,6 +96,8 @@ def measure_setting(setting: Setting, vocab_size: int, threads: int) -> dict:
                                  num_mil_classes=NUM_CLASSES)
   batch = make_batch(config, cfg, vocab_size)
   jax_trainer = JaxTrainer(config, vocab_size, batch)
+  if params_out is not None:
+    params_out[setting.config] = jax_trainer.initial_params
   torch_trainer = torch_side.TorchTrainer(cfg, jax_trainer.initial_params, batch, config,
                                           threads)
   k = setting.steps_per_repeat
@@ -107,16 +111,17 @@ def measure_setting(setting: Setting, vocab_size: int, threads: int) -> dict:
       "batch_size": setting.batch_size, "image_size": config.data.image_size,
       "num_segments": config.data.num_segments, "steps_per_repeat": k,
       "jax": jax_rate, "torch": torch_rate,
-      "jax_over_torch": timing.ratio(jax_rate, torch_rate),
+      "jax_over_torch": timing.paired_ratio(jax_rate, torch_rate),
       "jax_compile_s": jax_trainer.compile_s,
       "first_loss": {"jax": jax_trainer.first_loss, "torch": torch_trainer.first_loss},
   }
 
 
-def measure(settings: list[Setting], vocab_size: int, threads: int) -> dict:
+def measure(settings: list[Setting], vocab_size: int, threads: int,
+            params_out: dict | None = None) -> dict:
   """{"threads", "variants": {variant: measure_setting(...)}}."""
   variants = {}
   for setting in settings:
-    row = measure_setting(setting, vocab_size, threads)
+    row = measure_setting(setting, vocab_size, threads, params_out)
     variants[row["variant"]] = row
   return {"threads": threads, "dropout": 0.0, "variants": variants}

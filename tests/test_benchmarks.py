@@ -66,16 +66,28 @@ def test_stats_median_and_spread():
   assert out["median"] == pytest.approx(2.5)
   assert (out["min"], out["max"], out["repeats"]) == (1.0, 10.0, 4)
   assert out["spread_pct"] == pytest.approx(100 * 9.0 / 2.5)
-  assert out["samples"] == [1.0, 2.0, 3.0, 10.0]
+  assert out["samples"] == [3.0, 1.0, 2.0, 10.0]  # Measurement order, for paired ratios.
   with pytest.raises(ValueError, match="at least one sample"):
     timing.stats([], "x")
 
 
 def test_rate_stats_and_ratio():
   rate = timing.rate_stats([2.0, 4.0, 1.0], work=8, unit="examples/s")
-  np.testing.assert_allclose(rate["samples"], [2.0, 4.0, 8.0])
+  np.testing.assert_allclose(rate["samples"], [4.0, 2.0, 8.0])
   assert timing.ratio(rate, timing.stats([2.0], "x")) == pytest.approx(2.0)
   assert timing.ratio(None, rate) is None
+
+
+def test_paired_ratio_follows_rounds():
+  # Round 2 ran under heavy load on both sides: per-round ratios are 2, 2, 3.
+  a = timing.stats([10.0, 2.0, 30.0], "x/s")
+  b = timing.stats([5.0, 1.0, 10.0], "x/s")
+  assert timing.paired_ratio(a, b) == pytest.approx(2.0)
+  assert timing.ratio(a, b) == pytest.approx(2.0)  # Median over median, not paired.
+  assert timing.paired_ratio(timing.stats([4.0, 1.0], "x"), timing.stats([1.0, 4.0], "x")) \
+      == pytest.approx((4.0 + 0.25) / 2)
+  with pytest.raises(ValueError, match="as many samples"):
+    timing.paired_ratio(a, timing.stats([1.0], "x"))
 
 
 def test_interleaved_alternates_calls():
