@@ -137,8 +137,10 @@ def run_section(name: str, fn: Callable[[], dict]) -> dict:
   start, load = time.perf_counter(), os.getloadavg()[0]
   try:
     out = {"status": "ok", **fn()}
-  except (Skipped, ImportError) as e:
-    out = {"status": "skipped", "reason": f"{type(e).__name__}: {e}"}
+  except Skipped as e:
+    out = {"status": "skipped", "reason": str(e)}
+  except ImportError as e:
+    out = {"status": "skipped", "reason": f"a part is missing: {type(e).__name__}: {e}"}
   except Exception as e:  # noqa: BLE001 -- recorded with its reason, the run goes on.
     traceback.print_exc()
     out = {"status": "failed", "reason": f"{type(e).__name__}: {e}"}

@@ -46,7 +46,7 @@ def fake_results():
                        "workers": {"0": {"first_batch_s": 1.0, "examples_per_s": s(50.0)},
                                    "1": {"first_batch_s": 5.0, "examples_per_s": s(120.0)},
                                    "2": {"first_batch_s": 6.0, "examples_per_s": s(90.0)}}},
-          "conversion": {"status": "skipped", "reason": "Skipped: no PyAV here"},
+          "conversion": {"status": "skipped", "reason": "no PyAV here"},
           "fsdp_memory": {"status": "ok", "bytes": {
               "config": "configs/base.py", "variant": "base", "rows": [
                   {"devices": n, "total_bytes": 800, "per_device_bytes_max": 800 // n + 10,
@@ -55,7 +55,7 @@ def fake_results():
               "compile": {"config": "configs/tiny.py", "variant": "tiny", "rows": [
                   {"devices": 8, "batch_size": 16, "lower_s": 1.0, "compile_s": 9.0,
                    "activation_constraints": True}]}},
-          "mfu": {"status": "skipped", "reason": "Skipped: no accelerator"},
+          "mfu": {"status": "skipped", "reason": "no accelerator"},
       },
   }
 
@@ -138,8 +138,8 @@ def test_render_shows_tables_commands_and_reasons():
   assert "| `train_step_speed_jax_over_torch` | 2.00 |" in text
   assert "| `fsdp8_bytes_over_ideal` | 1.10 | <= 1.15" in text
   assert "| demo | 32 | 96px x 10 | 20.0 [18.0-21.0] | 10.0 [9.0-12.0] | 2.00 |" in text
-  assert "**skipped**: Skipped: no PyAV here" in text
-  assert "**skipped**: Skipped: no accelerator" in text
+  assert "**skipped**: no PyAV here" in text
+  assert "**skipped**: no accelerator" in text
   assert "| demo train step (JAX) consumes | 20.0 [18.0-21.0] | - |" in text
   assert text.rstrip().endswith("Profile: the gap is in the attention.")
   assert text.count("| 8 |") >= 2  # The bytes row and the compile row of 8 devices.
