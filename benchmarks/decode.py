@@ -61,8 +61,7 @@ def measure(config_name: str, batch_size: int, max_len: int, repeats: int, threa
   from av_unified_jax import decoding, models, tokens  # pylint: disable=g-import-not-at-top
 
   config = train_step.load_config(config_name, batch_size)
-  cfg = models.model_config_from(config.model, vocab_size=tok.layout.vocab_size,
-                                 num_mil_classes=train_step.NUM_CLASSES)
+  cfg = train_step.model_config(config, tok.layout.vocab_size)
   model = models.AVUnified(cfg)
   batch, init_batch = _inputs(config, cfg, tok)
   if params is None:

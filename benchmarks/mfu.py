@@ -33,7 +33,7 @@ def measure(batch_size: int, steps_per_repeat: int, repeats: int) -> dict:
   """steps/s, FLOPs per step and MFU of the base variant (configs/base.py shapes)."""
   import jax  # pylint: disable=g-import-not-at-top
 
-  from av_unified_jax import models, summary, tokens  # pylint: disable=g-import-not-at-top
+  from av_unified_jax import summary, tokens  # pylint: disable=g-import-not-at-top
 
   backend = jax.default_backend()
   if backend == "cpu":
@@ -42,8 +42,7 @@ def measure(batch_size: int, steps_per_repeat: int, repeats: int) -> dict:
   device = jax.devices()[0]
   vocab = tokens.Tokenizer.build(tokens.OFFICIAL_LABEL_SETS).layout.vocab_size
   config = train_step.load_config("base", batch_size)
-  cfg = models.model_config_from(config.model, vocab_size=vocab,
-                                 num_mil_classes=train_step.NUM_CLASSES)
+  cfg = train_step.model_config(config, vocab)
   batch = train_step.make_batch(config, cfg, vocab)
   abstract = {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in batch.items()}
   flops = summary.train_flops(cfg, abstract)

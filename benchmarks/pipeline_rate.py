@@ -6,12 +6,17 @@ built once into a cache folder and reused. For each worker count the training it
 the workers buffered meanwhile are read untimed, and then `repeats` x `batches` batches are
 timed. AVS targets carry no mask codes here (their weights
 are 0), which skips one table lookup per AVS example and nothing else.
+
+The rate at which the demo train step consumes examples is measured in the same section,
+with a few JAX train steps just before and just after the pipeline rows, so that both sides
+of the ratio see about the same load on a shared machine.
 """
 
 from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from benchmarks import timing
@@ -93,13 +98,21 @@ def measure_workers(config, tok, workers: int, batches: int, repeats: int) -> di
           "examples_per_s": timing.rate_stats(seconds, work, "examples/s")}
 
 
-def measure(shards_dir: Path, batches: int, repeats: int, workers=(0, 1, 2)) -> dict:
-  """{"batch_size", "tasks_disabled", "workers": {w: measure_workers(...)}}."""
+def measure(shards_dir: Path, batches: int, repeats: int, workers=(0, 1, 2),
+            train_rate: Callable[[], float] | None = None, train_repeats: int = 2) -> dict:
+  """{"batch_size", "tasks_disabled", "workers": {w: measure_workers(...)}, and with
+  `train_rate` (examples/s of one demo train step) "train_consumption": its stats from
+  `train_repeats` steps just before and as many just after the pipeline rows}."""
   from av_unified_jax.data import pipeline  # pylint: disable=g-import-not-at-top
 
   config, disabled = demo_config(shards_dir)
   tok = pipeline.build_tokenizer(config)
+  before = [train_rate() for _ in range(train_repeats)] if train_rate else []
   rows = {str(w): measure_workers(config, tok, w, batches, repeats) for w in workers}
-  return {"config": "configs/demo.py", "batch_size": config.data.batch_size,
-          "image_size": config.data.image_size, "batches_per_repeat": batches,
-          "tasks_disabled": disabled, "workers": rows}
+  after = [train_rate() for _ in range(train_repeats)] if train_rate else []
+  out = {"config": "configs/demo.py", "batch_size": config.data.batch_size,
+         "image_size": config.data.image_size, "batches_per_repeat": batches,
+         "tasks_disabled": disabled, "workers": rows}
+  if train_rate:
+    out["train_consumption"] = timing.stats(before + after, "examples/s")
+  return out

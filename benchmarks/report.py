@@ -34,6 +34,17 @@ def best_pipeline_rate(pipeline: Mapping) -> tuple[str, float]:
   return best, rows[best]["examples_per_s"]["median"]
 
 
+def train_intake(measurements: Mapping) -> dict | None:
+  """Stats of the examples/s the demo train step consumes: measured next to the pipeline
+  when it was, else the JAX figure of the train-step section."""
+  pipeline = measurements.get("pipeline")
+  if _ok(pipeline) and pipeline.get("train_consumption"):
+    return pipeline["train_consumption"]
+  train = measurements.get("train_step")
+  demo = train["variants"].get(TRAIN_VARIANT) if _ok(train) else None
+  return demo["jax"] if demo else None
+
+
 def summarize(measurements: Mapping) -> dict:
   """The four summary ratios; a ratio whose measurement did not run is None."""
   out = dict.fromkeys(SUMMARY_KEYS)
@@ -43,9 +54,10 @@ def summarize(measurements: Mapping) -> dict:
     out["train_step_speed_jax_over_torch"] = demo["jax_over_torch"]
   if _ok(measurements.get("decode")):
     out["decode_speedup_cached_over_uncached"] = measurements["decode"]["cached_over_uncached"]
-  if _ok(measurements.get("pipeline")) and demo:
+  intake = train_intake(measurements)
+  if _ok(measurements.get("pipeline")) and intake:
     _, rate = best_pipeline_rate(measurements["pipeline"])
-    out["pipeline_rate_over_train_consumption"] = rate / demo["jax"]["median"]
+    out["pipeline_rate_over_train_consumption"] = rate / intake["median"]
   fsdp = measurements.get("fsdp_memory")
   if _ok(fsdp):
     rows = [r for r in fsdp["bytes"]["rows"] if r["devices"] == 8]
@@ -140,7 +152,7 @@ def render_decode(m: Mapping | None) -> list[str]:
   return lines + table(["decoder", "tokens/s", "relative to JAX cached"], rows)
 
 
-def render_pipeline(m: Mapping | None, train: Mapping | None) -> list[str]:
+def render_pipeline(m: Mapping | None, measurements: Mapping) -> list[str]:
   lines = ["## 3. Input pipeline on the demo shards, examples/s", ""]
   status = _status_line(m)
   if status:
@@ -152,9 +164,11 @@ def render_pipeline(m: Mapping | None, train: Mapping | None) -> list[str]:
             + (f"Tasks left out: {disabled}." if disabled else "All five tasks mixed."), ""]
   rows = [[w, fig(r["examples_per_s"]), f"{r['first_batch_s']:.1f}"]
           for w, r in m["workers"].items()]
-  demo = (train or {}).get("variants", {}).get(TRAIN_VARIANT) if _ok(train) else None
-  if demo:
-    rows.append(["demo train step (JAX) consumes", fig(demo["jax"]), "-"])
+  intake = train_intake(measurements)
+  if intake:
+    where = ("steps just before and after these rows" if m.get("train_consumption")
+             else "section 1")
+    rows.append([f"demo train step (JAX) consumes ({where})", fig(intake), "-"])
   return lines + table(["grain workers", "examples/s", "first batch s"], rows)
 
 
@@ -238,7 +252,7 @@ def render(results: Mapping, notes: str = "") -> str:
       "## Summary", "", *render_summary(results["summary"]), "",
       *render_train(m.get("train_step")), "",
       *render_decode(m.get("decode")), "",
-      *render_pipeline(m.get("pipeline"), m.get("train_step")), "",
+      *render_pipeline(m.get("pipeline"), m), "",
       *render_conversion(m.get("conversion")), "",
       *render_fsdp(m.get("fsdp_memory")), "",
       *render_mfu(m.get("mfu")), "",

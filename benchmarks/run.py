@@ -60,7 +60,7 @@ def make_plan(quick: bool) -> Plan:
   from benchmarks.train_step import Setting  # pylint: disable=g-import-not-at-top
 
   if quick:
-    return Plan(train=(Setting("tiny", 8, 3, 3), Setting("demo", 32, 1, 3)),
+    return Plan(train=(Setting("tiny", 8, 3, 5), Setting("demo", 32, 1, 5)),
                 decode_batch=4, decode_repeats=5, demo_clips=12, pipeline_batches=4,
                 pipeline_repeats=3, conversion_clips=3, conversion_repeats=2,
                 conversion_processes=(1,), compile_config="tiny", compile_devices=(8,),
@@ -166,25 +166,39 @@ def section_fns(plan: Plan, cache_dir: Path) -> dict[str, Callable[[], dict]]:
       conversion, decode, fsdp_memory, mfu, pipeline_rate, train_step)
 
   threads = cpu_threads()
-  params = {}  # Initial parameters by config name, from train_step, reused by decode.
+  trainers = {}  # Compiled JAX trainers by config name from train_step, reused below.
 
   def tokenizer():
     from av_unified_jax import tokens  # pylint: disable=g-import-not-at-top
 
     return tokens.Tokenizer.build(tokens.OFFICIAL_LABEL_SETS)
 
+  def demo_trainer():
+    if "demo" not in trainers:
+      setting = next(s for s in plan.train if s.config == "demo")
+      config = train_step.load_config("demo", setting.batch_size)
+      vocab = tokenizer().layout.vocab_size
+      cfg = train_step.model_config(config, vocab)
+      trainers["demo"] = train_step.JaxTrainer(config, vocab,
+                                               train_step.make_batch(config, cfg, vocab))
+    return trainers["demo"]
+
   def pipeline():
     shards, problems, build_s = _quiet(
         lambda: pipeline_rate.demo_dataset(cache_dir, plan.demo_clips))()
-    out = pipeline_rate.measure(shards, plan.pipeline_batches, plan.pipeline_repeats)
+    trainer = demo_trainer()
+    batch_size = trainer.batch["task_id"].shape[0]
+    out = pipeline_rate.measure(shards, plan.pipeline_batches, plan.pipeline_repeats,
+                                train_rate=lambda: train_step.step_rate(trainer, batch_size))
     return {**out, "demo_clips": plan.demo_clips, "demo_build_s": build_s,
             "demo_problems": problems}
 
   return {
       "train_step": lambda: train_step.measure(
-          list(plan.train), tokenizer().layout.vocab_size, threads, params_out=params),
-      "decode": lambda: decode.measure("demo", plan.decode_batch, 64, plan.decode_repeats,
-                                       threads, tokenizer(), params=params.get("demo")),
+          list(plan.train), tokenizer().layout.vocab_size, threads, keep=trainers),
+      "decode": lambda: decode.measure(
+          "demo", plan.decode_batch, 64, plan.decode_repeats, threads, tokenizer(),
+          params=trainers["demo"].initial_params if "demo" in trainers else None),
       "pipeline": pipeline,
       "conversion": _quiet(lambda: conversion.measure(
           plan.conversion_clips, plan.conversion_repeats, plan.conversion_processes)),

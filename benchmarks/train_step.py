@@ -41,6 +41,14 @@ def load_config(name: str, batch_size: int):
   return config
 
 
+def model_config(config, vocab_size: int):
+  """The ModelConfig of `config` with the vocabulary and LLP's class count."""
+  from av_unified_jax import models  # pylint: disable=g-import-not-at-top
+
+  return models.model_config_from(config.model, vocab_size=vocab_size,
+                                  num_mil_classes=NUM_CLASSES)
+
+
 def make_batch(config, cfg, vocab_size: int) -> dict[str, np.ndarray]:
   """A synthetic batch with the config's shapes (`av_unified_jax.synthetic`)."""
   from av_unified_jax import synthetic  # pylint: disable=g-import-not-at-top
@@ -85,19 +93,21 @@ class JaxTrainer:
     return jax.block_until_ready(metrics)
 
 
-def measure_setting(setting: Setting, vocab_size: int, threads: int,
-                    params_out: dict | None = None) -> dict:
-  """Interleaved repeats of JAX and PyTorch train steps on one configuration; the initial
-  parameters are stored in `params_out[setting.config]` when a dict is given."""
-  from av_unified_jax import models  # pylint: disable=g-import-not-at-top
+def step_rate(trainer: JaxTrainer, batch_size: int) -> float:
+  """examples/s of one timed train step of `trainer`."""
+  return batch_size / timing.timed(lambda: trainer.run(1))
 
+
+def measure_setting(setting: Setting, vocab_size: int, threads: int,
+                    keep: dict | None = None) -> dict:
+  """Interleaved repeats of JAX and PyTorch train steps on one configuration; the compiled
+  `JaxTrainer` is stored in `keep[setting.config]` when a dict is given (for reuse)."""
   config = load_config(setting.config, setting.batch_size)
-  cfg = models.model_config_from(config.model, vocab_size=vocab_size,
-                                 num_mil_classes=NUM_CLASSES)
+  cfg = model_config(config, vocab_size)
   batch = make_batch(config, cfg, vocab_size)
   jax_trainer = JaxTrainer(config, vocab_size, batch)
-  if params_out is not None:
-    params_out[setting.config] = jax_trainer.initial_params
+  if keep is not None:
+    keep[setting.config] = jax_trainer
   torch_trainer = torch_side.TorchTrainer(cfg, jax_trainer.initial_params, batch, config,
                                           threads)
   k = setting.steps_per_repeat
@@ -118,10 +128,10 @@ def measure_setting(setting: Setting, vocab_size: int, threads: int,
 
 
 def measure(settings: list[Setting], vocab_size: int, threads: int,
-            params_out: dict | None = None) -> dict:
+            keep: dict | None = None) -> dict:
   """{"threads", "variants": {variant: measure_setting(...)}}."""
   variants = {}
   for setting in settings:
-    row = measure_setting(setting, vocab_size, threads, params_out)
+    row = measure_setting(setting, vocab_size, threads, keep)
     variants[row["variant"]] = row
   return {"threads": threads, "dropout": 0.0, "variants": variants}

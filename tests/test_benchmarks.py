@@ -109,6 +109,17 @@ def test_summary_has_exactly_the_four_ratios():
   assert summary["fsdp8_bytes_over_ideal"] == pytest.approx(110 / 100)
 
 
+def test_pipeline_ratio_prefers_the_intake_measured_next_to_it():
+  results = fake_results()
+  results["measurements"]["pipeline"]["train_consumption"] = s(24.0, 20.0, 30.0)
+  summary = report.summarize(results["measurements"])
+  assert summary["pipeline_rate_over_train_consumption"] == pytest.approx(120.0 / 24.0)
+  results["summary"] = summary
+  text = report.render(results)
+  assert ("| demo train step (JAX) consumes (steps just before and after these rows) "
+          "| 24.0 [20.0-30.0] | - |") in text
+
+
 def test_summary_of_skipped_measurements_is_none():
   m = copy.deepcopy(fake_results()["measurements"])
   m["train_step"] = {"status": "skipped", "reason": "export missing"}
@@ -140,7 +151,7 @@ def test_render_shows_tables_commands_and_reasons():
   assert "| demo | 32 | 96px x 10 | 20.0 [18.0-21.0] | 10.0 [9.0-12.0] | 2.00 |" in text
   assert "**skipped**: no PyAV here" in text
   assert "**skipped**: no accelerator" in text
-  assert "| demo train step (JAX) consumes | 20.0 [18.0-21.0] | - |" in text
+  assert "| demo train step (JAX) consumes (section 1) | 20.0 [18.0-21.0] | - |" in text
   assert text.rstrip().endswith("Profile: the gap is in the attention.")
   assert text.count("| 8 |") >= 2  # The bytes row and the compile row of 8 devices.
 
