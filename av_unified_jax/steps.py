@@ -7,10 +7,12 @@ draws the same keys as an uninterrupted one.
 Loss (per optimizer step, see `compute_loss`), with u_b = loss_weight[task_b]:
   token = sum_bt u_b * w_bt * ce_bt / sum_bt u_b * w_bt
   total = token + loss.contrastive_weight * contrastive + loss.mil_weight * mil
+          + loss.map_weight * map
 where `ce` is the (label-smoothed) token cross-entropy, `w` the target weights built by the
 input pipeline, the contrastive loss aligns `audio_embed` with `visual_embed` over valid
 segments, and the MIL loss is the binary cross-entropy of `mil_video_probs` against the weak
-labels of the examples that have them (`has_weak`).
+labels of the examples that have them (`has_weak`), and the map loss is the cross-entropy of
+the focus segment's sound-source map against the annotated mask (`focus_map`, AVS examples).
 """
 
 from __future__ import annotations
@@ -95,7 +97,7 @@ def compute_loss(outputs: Mapping[str, jax.Array], batch: Batch, loss_cfg,
       target-token count); with gradient accumulation, the whole batch's, so that the
       micro-batch token losses add up to the whole batch's.
   Returns:
-    (loss float32[], metrics): `token_loss`, `contrastive`, `mil` (float32[]) and the sums
+    (loss float32[], metrics): `token_loss`, `contrastive`, `mil`, `map` (float32[]) and the sums
     needed for per-task logging, `task_loss_sum` / `task_token_count` float32[num_tasks],
     `target_tokens`, `examples`.
   """
@@ -117,12 +119,18 @@ def compute_loss(outputs: Mapping[str, jax.Array], batch: Batch, loss_cfg,
       loss_cfg.contrastive_temperature)
   mil = losses.mil_bce(outputs["mil_video_probs"], batch["weak_labels"], batch["has_weak"])
   loss = token_loss + loss_cfg.contrastive_weight * contrastive + loss_cfg.mil_weight * mil
+  map_part = jnp.zeros((), jnp.float32)
+  if "focus_map" in batch and "loc_maps" in outputs:
+    map_part = losses.map_loss(outputs["loc_maps"], batch["focus_segment"], batch["focus_map"],
+                               batch["has_focus_map"])
+    loss = loss + loss_cfg.map_weight * map_part
   metrics = {
       "task_loss_sum": task_sum,
       "task_token_count": task_count,
       "token_loss": token_loss,
       "contrastive": contrastive,
       "mil": mil,
+      "map": map_part,
       "target_tokens": jnp.sum(task_count),
       "examples": jnp.asarray(batch["task_id"].shape[0], jnp.float32),
   }
@@ -194,7 +202,7 @@ def make_train_step(model, tx: optax.GradientTransformation, schedule: optax.Sch
     zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
     ((loss, metrics), grads), _ = jax.lax.scan(body, zeros, (jnp.arange(accum), micro))
     metrics = dict(metrics, contrastive=metrics["contrastive"] / accum,
-                   mil=metrics["mil"] / accum)
+                   mil=metrics["mil"] / accum, map=metrics["map"] / accum)
     return (loss, metrics), grads
 
   def train_step(state: TrainState, batch: Batch, rng: jax.Array):
@@ -232,7 +240,7 @@ def host_scalars(metrics: Mapping[str, Any], prefix: str = "train") -> dict[str,
   Per-task losses `<prefix>/loss/<task>` are reported only for tasks present in the batch.
   """
   out = {f"{prefix}/loss": float(metrics["loss"])}
-  for name in ("token_loss", "contrastive", "mil", "grad_norm", "lr"):
+  for name in ("token_loss", "contrastive", "mil", "map", "grad_norm", "lr"):
     if name in metrics:
       out[f"{prefix}/{name}"] = float(metrics[name])
   for i, task in enumerate(TASKS):

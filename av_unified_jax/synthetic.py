@@ -15,6 +15,7 @@ import dataclasses
 import numpy as np
 
 NUM_TASKS = 5
+MAP_GRID = 16  # Side of `focus_map` (the same as data.tasks.MAP_GRID, kept free of data imports).
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,7 +70,8 @@ def make_batch(spec: SyntheticSpec, seed: int, index: int) -> dict[str, np.ndarr
   Returns:
     frames uint8[B, T, H, W, 3], log_mel float32[B, T, F, M], segment_mask bool[B, T],
     prompt_tokens int32[B, Lp], target_tokens int32[B, Lt], target_weights float32[B, Lt],
-    task_id int32[B], weak_labels float32[B, C], has_weak bool[B], focus_segment int32[B].
+    task_id int32[B], weak_labels float32[B, C], has_weak bool[B], focus_segment int32[B],
+    focus_map float32[B, G, G], has_focus_map bool[B] (the AVS rows).
   """
   s = spec
   rng = np.random.default_rng((seed, index))
@@ -96,4 +98,6 @@ def make_batch(spec: SyntheticSpec, seed: int, index: int) -> dict[str, np.ndarr
       "weak_labels": (rng.random((b, s.num_classes)) < 0.2).astype(np.float32),
       "has_weak": task_id == 1,
       "focus_segment": rng.integers(0, num_valid, size=b).astype(np.int32),
+      "focus_map": rng.random((b, MAP_GRID, MAP_GRID), dtype=np.float32) ** 4,
+      "has_focus_map": task_id == 4,
   }

@@ -117,6 +117,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.loss.contrastive_weight = 0.1  # Audio-visual contrastive loss of the spatial module.
   c.loss.mil_weight = 1.0  # Multiple-instance loss on weak LLP labels.
   c.loss.contrastive_temperature = 0.07  # Temperature of the contrastive loss.
+  c.loss.map_weight = 1.0  # Sound-source map vs the focus frame's mask, where one exists (AVS).
 
   # Optimizer and schedule.
   c.optim = ml_collections.ConfigDict()

@@ -7,6 +7,7 @@ import numpy as np
 import optax
 
 import model_helpers as H
+from av_unified_jax.data import tasks
 from av_unified_jax.models import losses
 
 
@@ -59,6 +60,38 @@ def test_mil_bce_matches_numpy_and_skips_examples_without_weak_labels():
   got = float(losses.mil_bce(probs, labels, np.array([True, False])))
   np.testing.assert_allclose(got, -(np.log(0.9) + np.log(0.8)) / 2, rtol=1e-5)
   assert float(losses.mil_bce(probs, labels, np.array([False, False]))) == 0.0
+
+
+def test_map_loss_matches_numpy_and_prefers_maps_on_the_mask():
+  # A 4x4 mask grid over a 2x2 map: the object covers the top-left quarter fully and a
+  # quarter of the top-right one.
+  focus_map = np.zeros((2, 4, 4), np.float32)
+  focus_map[:, :2, :2] = 1.0
+  focus_map[:, 0, 2] = 1.0
+  target = np.array([[4.0, 1.0], [0.0, 0.0]]) / 5.0  # Area-averaged cells, normalised.
+  maps = np.full((2, 3, 2, 2), 0.25, np.float32)
+  maps[0, 1] = [[0.7, 0.2], [0.05, 0.05]]
+  focus = np.array([1, 2], np.int32)
+  got = float(losses.map_loss(maps, focus, focus_map, np.array([True, True])))
+  ce = lambda m: -(target * np.log(m + 1e-6)).sum()
+  np.testing.assert_allclose(got, (ce(maps[0, 1]) + ce(maps[1, 2])) / 2, rtol=1e-3)
+  only_good = float(losses.map_loss(maps, focus, focus_map, np.array([True, False])))
+  only_uniform = float(losses.map_loss(maps, focus, focus_map, np.array([False, True])))
+  assert only_good < only_uniform
+  assert float(losses.map_loss(maps, focus, focus_map, np.array([False, False]))) == 0.0
+
+
+def test_focus_map_gives_cell_fractions_of_the_mask():
+  mask = np.zeros((32, 32), bool)
+  mask[4:12, 0:16] = True
+  cells, has = tasks.focus_map(mask, grid=4)
+  assert has and cells.shape == (4, 4) and cells.dtype == np.float32
+  np.testing.assert_allclose(cells[0], [0.5, 0.5, 0.0, 0.0], atol=1e-6)
+  np.testing.assert_allclose(cells[1], [0.5, 0.5, 0.0, 0.0], atol=1e-6)
+  np.testing.assert_allclose(cells[2:], 0.0, atol=1e-6)
+  empty, has_empty = tasks.focus_map(np.zeros((32, 32), bool), grid=4)
+  assert not has_empty and not empty.any()
+  assert not tasks.focus_map(None)[1]
 
 
 def test_a_few_optimizer_steps_on_one_batch_drive_the_loss_down():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from av_unified_jax import tokens
-from av_unified_jax.data import pipeline, shards, tasks
+from av_unified_jax.data import decode_masks, pipeline, shards, tasks
 from configs import tiny
 from test_pipeline_shards import write_tiny_datasets
 
@@ -144,6 +144,7 @@ def test_ssl_training_clips_without_boxes_have_zero_target_weight(data, tok):
   batch = next(pipeline.make_train_iterator(config, tok, process_index=0, process_count=1))
   check_common(batch, "ssl", tok, config)
   assert batch["target_weights"].sum() == 0 and batch["segment_mask"].all()
+  assert not batch["has_focus_map"].any() and not batch["focus_map"].any()
 
 
 def test_avs_batches_pad_to_t_and_take_codes(data, tok):
@@ -163,6 +164,13 @@ def test_avs_batches_pad_to_t_and_take_codes(data, tok):
     example_id = source[uids[("avsbench_s4", "train")].index(uid)]["id"]
     np.testing.assert_array_equal(tok.decode_target("avs", batch["target_tokens"][row]),
                                   table(example_id, 0))
+  # The focus map is the focus frame's mask as cell fractions (the frames are a plain resize).
+  for row, uid in enumerate(uid_of(batch)):
+    example = source[uids[("avsbench_s4", "train")].index(uid)]
+    mask = decode_masks(example)[0]
+    assert batch["has_focus_map"][row] == mask.any()
+    covered = batch["focus_map"][row].mean()
+    np.testing.assert_allclose(covered, mask.mean(), atol=0.02)
   np.testing.assert_array_equal(batch["prompt_tokens"][:, len(tok.encode_prompt("avs", second=0))
                                                       - 1], tok.layout.time_token(0))
   no_codes = next(pipeline.make_train_iterator(config, tok, process_index=0, process_count=1))

@@ -298,7 +298,9 @@ def example_shapes(config, tokenizer, model_cfg=None) -> dict[str, tuple[tuple[i
           "segment_mask": ((t,), np.bool_), "prompt_tokens": ((lp,), np.int32),
           "target_tokens": ((lt,), np.int32), "target_weights": ((lt,), np.float32),
           "task_id": ((), np.int32), "weak_labels": ((c,), np.float32),
-          "has_weak": ((), np.bool_), "focus_segment": ((), np.int32)}
+          "has_weak": ((), np.bool_), "focus_segment": ((), np.int32),
+          "focus_map": ((tasks.MAP_GRID, tasks.MAP_GRID), np.float32),
+          "has_focus_map": ((), np.bool_)}
 
 
 def batch_spec(config, tokenizer, model_cfg=None) -> dict:

@@ -33,6 +33,7 @@ import os
 from collections.abc import Callable, Iterator, Mapping
 
 import numpy as np
+from PIL import Image
 
 from av_unified_jax import tokens
 from av_unified_jax.data import records, shards
@@ -236,7 +237,11 @@ def precompute_mask_codes(source, encode: Callable[[np.ndarray], np.ndarray],
 
 # The fields of a training example and of a batch (with a leading batch axis).
 MODEL_FIELDS = ("frames", "log_mel", "segment_mask", "prompt_tokens", "target_tokens",
-                "target_weights", "task_id", "weak_labels", "has_weak", "focus_segment")
+                "target_weights", "task_id", "weak_labels", "has_weak", "focus_segment",
+                "focus_map", "has_focus_map")
+# Side of `focus_map`: the annotated mask of the focus frame as cell fractions on this grid
+# (the map loss resizes it to the model's patch grid).
+MAP_GRID = 16
 # Extra fields of evaluation examples: where the example comes from, and whether it is real.
 EVAL_FIELDS = ("example_index", "frame_index", "valid")
 
@@ -247,7 +252,9 @@ class ModelExample:
 
     frames uint8[T, S, S, 3], log_mel float32[T, F, M], segment_mask bool[T],
     prompt_tokens int32[Lp], target_tokens int32[Lt], target_weights float32[Lt],
-    task_id int32[], weak_labels float32[C], has_weak bool[], focus_segment int32[]
+    task_id int32[], weak_labels float32[C], has_weak bool[], focus_segment int32[],
+    focus_map float32[G, G] (fraction of each cell covered by the focus frame's mask, AVS;
+    zeros elsewhere), has_focus_map bool[]
   and with `eval_fields`: example_index int32[] (position in the split's source, see
   `ShardSource`), frame_index int32[] (AVS: the stored frame of the target mask, else -1),
   valid bool[] (False for padding examples of the last evaluation batch).
@@ -273,10 +280,22 @@ class ModelExample:
         "weak_labels": clip["weak_labels"], "has_weak": np.bool_(clip["has_weak"]),
         "focus_segment": np.int32(clip["focus"]),
     }
+    out["focus_map"], out["has_focus_map"] = focus_map(clip.get("mask"))
     if self.eval_fields:
       out.update(example_index=np.int32(clip["example_index"]),
                  frame_index=np.int32(clip["mask_frame"]), valid=np.bool_(True))
     return out
+
+
+def focus_map(mask: np.ndarray | None, grid: int = MAP_GRID) -> tuple[np.ndarray, np.bool_]:
+  """bool[H, W] mask (or None) -> (float32[grid, grid] covered fraction per cell, has_map).
+
+  An empty or missing mask gives zeros and False (no supervision of the map)."""
+  if mask is None or not np.any(mask):
+    return np.zeros((grid, grid), np.float32), np.bool_(False)
+  image = Image.fromarray(np.asarray(mask, np.float32), mode="F")
+  cells = np.asarray(image.resize((grid, grid), resample=Image.BOX), np.float32)
+  return np.clip(cells, 0.0, 1.0), np.bool_(True)
 
 
 # ----------------------------------------------------------------------------- label sets

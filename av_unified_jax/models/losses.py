@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 
@@ -61,6 +62,37 @@ def contrastive_loss(audio_embed, visual_embed, segment_mask, temperature: float
   loss_va = optax.softmax_cross_entropy_with_integer_labels(logits.T, labels)
   w = valid.astype(jnp.float32)
   return ((loss_av + loss_va) * 0.5 * w).sum() / jnp.maximum(w.sum(), 1.0)
+
+
+def _area_matrix(src: int, dst: int) -> np.ndarray:
+  """float32[dst, src]: output cell i averages the source cells it overlaps (by overlap)."""
+  edges_src = np.linspace(0.0, 1.0, src + 1)
+  edges_dst = np.linspace(0.0, 1.0, dst + 1)
+  lo = np.maximum(edges_dst[:-1, None], edges_src[None, :-1])  # [dst, src]
+  hi = np.minimum(edges_dst[1:, None], edges_src[None, 1:])
+  overlap = np.maximum(hi - lo, 0.0)
+  return (overlap / overlap.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def map_loss(loc_maps, focus_segment, focus_map, has_focus_map):
+  """Cross-entropy between the focus segment's sound-source map and the annotated mask.
+
+  The mask's cell fractions are area-averaged onto the map grid and normalised into a distribution
+  over patches; the map (a softmax over patches) is trained to put its mass there.
+  Args: loc_maps float32[B, T, h, w] (each map sums to 1); focus_segment int32[B];
+    focus_map float32[B, G, G] (covered fraction per cell); has_focus_map bool[B].
+  Returns: mean over examples with a map (float32 scalar; 0 without any).
+  """
+  b, _, h, w = loc_maps.shape
+  idx = focus_segment.astype(jnp.int32)[:, None, None, None]
+  m = jnp.take_along_axis(loc_maps.astype(jnp.float32), idx, axis=1)[:, 0]  # [B, h, w]
+  g_h, g_w = focus_map.shape[1:]
+  rows, cols = jnp.asarray(_area_matrix(g_h, h)), jnp.asarray(_area_matrix(g_w, w))
+  target = jnp.einsum("hg,bgk,wk->bhw", rows, focus_map.astype(jnp.float32), cols)  # [B, h, w]
+  target = target / jnp.maximum(target.sum(axis=(1, 2), keepdims=True), 1e-6)
+  ce = -(target * jnp.log(m + 1e-6)).sum(axis=(1, 2))  # [B]
+  weight = has_focus_map.astype(jnp.float32)
+  return (ce * weight).sum() / jnp.maximum(weight.sum(), 1.0)
 
 
 def mil_bce(video_probs, weak_labels, has_weak):
