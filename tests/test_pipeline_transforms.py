@@ -97,6 +97,22 @@ def test_spec_augment_masks_with_the_second_mean_and_is_seeded():
     assert len(bins) <= 16 and len(frames) <= 12
 
 
+def test_mel_shift_moves_every_second_by_the_same_bins_and_is_seeded():
+  log_mel = np.tile(np.arange(16, dtype=np.float32), (3, 5, 1))  # [S, F, M], value = bin
+  aug = tf.MelShift(max_shift=3)
+  shifts = set()
+  for seed in range(20):
+    out = aug({"log_mel": log_mel}, np.random.default_rng(seed))["log_mel"]
+    again = aug({"log_mel": log_mel}, np.random.default_rng(seed))["log_mel"]
+    np.testing.assert_array_equal(out, again)
+    k = int(8 - out[0, 0, 8])  # bin 8 reads bin 8 - k
+    assert abs(k) <= 3
+    np.testing.assert_array_equal(out, np.clip(np.arange(16) - k, 0, 15)[None, None].repeat(
+        3, 0).repeat(5, 1))
+    shifts.add(k)
+  assert len(shifts) > 1
+
+
 def test_stratified_seconds_and_frame_index():
   rng = np.random.default_rng(0)
   for _ in range(20):

@@ -11,7 +11,8 @@ Per task (config.tasks.<task>: dataset, weight > 0), the training stream is
 
     source rows of this process (rows p, p + n, p + 2n, ... of the split)
       -> shuffle (reshuffled every epoch) -> repeat
-      -> SelectSegments -> RandomResizedCrop [-> RandomHorizontalFlip] [-> SpecAugment]
+      -> SelectSegments -> RandomResizedCrop [-> RandomHorizontalFlip] [-> MelShift]
+      [-> SpecAugment]
       -> TaskTokens -> ModelExample            (named transforms, each seeded; see tasks.py)
 
 and the tasks are mixed by `grain.MapDataset.mix` with the configured weights (a fixed
@@ -130,7 +131,8 @@ def example_transforms(config, task: str, tokenizer, *, train: bool,
   select = transforms.SelectSegments(int(config.data.num_segments), sample=spec.sample,
                                      mask_frame=task == "avs", train=train)
   clip_ops = transforms.clip_transforms(int(config.data.image_size),
-                                        spec.augment if train else None)
+                                        spec.augment if train else None,
+                                        mel_shift=int(config.data.mel_shift))
   tokens_op = tasks.TaskTokens(task, tokenizer, int(config.tokens.max_prompt_len),
                                int(config.tokens.max_target_len), train=train,
                                mask_codes=mask_codes)

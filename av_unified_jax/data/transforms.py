@@ -257,6 +257,25 @@ class SpecAugment:
     return {**clip, "log_mel": log_mel}
 
 
+@dataclasses.dataclass(frozen=True)
+class MelShift:
+  """Shifts the log-mel of the whole clip along the mel axis by k bins, k uniform in
+  [-max_shift, max_shift] (a rough pitch shift: another recording of the same kind of
+  sound); the bins shifted in repeat the edge bin."""
+
+  max_shift: int = 4
+
+  random = True
+
+  def __call__(self, clip: Clip, rng: np.random.Generator) -> Clip:
+    k = int(rng.integers(-self.max_shift, self.max_shift + 1))
+    if k == 0:
+      return clip
+    m = clip["log_mel"].shape[-1]
+    source = np.clip(np.arange(m) - k, 0, m - 1)  # output bin j reads bin j - k
+    return {**clip, "log_mel": np.asarray(clip["log_mel"], np.float32)[..., source]}
+
+
 # ----------------------------------------------------------------------------- augmentation
 @dataclasses.dataclass(frozen=True)
 class Augment:
@@ -267,14 +286,16 @@ class Augment:
   spec_augment: bool = True
 
 
-def clip_transforms(size: int, augment: Augment | None) -> list:
+def clip_transforms(size: int, augment: Augment | None, mel_shift: int = 0) -> list:
   """The geometric and audio transforms after `SelectSegments` (augment None: evaluation,
-  a plain resize of the whole frame)."""
+  a plain resize of the whole frame). `mel_shift` > 0 adds `MelShift(mel_shift)`."""
   if augment is None:
     return [RandomResizedCrop(size, min_area=1.0)]
   out: list = [RandomResizedCrop(size, min_area=augment.min_area)]
   if augment.flip:
     out.append(RandomHorizontalFlip())
+  if mel_shift > 0:
+    out.append(MelShift(int(mel_shift)))
   if augment.spec_augment:
     out.append(SpecAugment())
   return out
