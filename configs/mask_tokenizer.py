@@ -33,7 +33,6 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.num_res_blocks = 2  # Residual blocks at grid resolution (encoder and decoder each).
   c.model.commitment_weight = 0.25  # Commitment loss weight (beta).
   c.model.dice_weight = 1.0  # Soft-dice weight beside pixel BCE.
-  c.model.lovasz_weight = 0.0  # Lovasz hinge (per-mask IoU surrogate) weight.
   c.model.ema_decay = 0.99  # Codebook EMA decay.
   c.model.dead_code_threshold = 0.05  # EMA usage (vectors/step) under which a code restarts.
   c.model.restart_usage = 1.0  # EMA usage a restarted code starts with.

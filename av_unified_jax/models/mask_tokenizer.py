@@ -50,7 +50,6 @@ class MaskTokenizerConfig:
   num_res_blocks: int = 1  # Residual blocks at grid resolution, in encoder and decoder.
   commitment_weight: float = 0.25  # beta of the commitment loss.
   dice_weight: float = 1.0  # Weight of the soft-dice term beside the pixel BCE.
-  lovasz_weight: float = 0.0  # Weight of the Lovasz hinge (per-mask IoU surrogate).
   ema_decay: float = 0.95  # Decay of the codebook EMA statistics.
   dead_code_threshold: float = 0.05  # EMA usage (vectors per step) under which a code restarts.
   restart_usage: float = 1.0  # EMA usage given to a restarted code.
@@ -266,40 +265,15 @@ class VectorQuantizer(nn.Module):
     return jnp.sum(dead).astype(jnp.float32)
 
 
-def lovasz_hinge(logits, masks):
-  """Mean over masks of the Lovasz hinge: a convex surrogate of 1 - IoU(logits > 0, masks).
-
-  `float32[B, S, S]` logits and `{0,1}` masks -> scalar. Pixel hinge errors are sorted per mask
-  and weighted by the gradient of the Jaccard loss along that order (Berman et al., 2018).
-  """
-  b = logits.shape[0]
-  gt = masks.reshape(b, -1).astype(jnp.float32)  # [B, P]
-  errors = 1.0 - logits.reshape(b, -1) * (2.0 * gt - 1.0)  # [B, P]
-  order = jnp.argsort(-errors, axis=-1)
-  errors = jnp.take_along_axis(errors, order, axis=-1)
-  gt = jnp.take_along_axis(gt, order, axis=-1)
-  total = jnp.sum(gt, axis=-1, keepdims=True)  # [B, 1]
-  inter = total - jnp.cumsum(gt, axis=-1)
-  union = total + jnp.cumsum(1.0 - gt, axis=-1)
-  jaccard = 1.0 - inter / union  # [B, P], union >= 1
-  weights = jnp.concatenate([jaccard[:, :1], jaccard[:, 1:] - jaccard[:, :-1]], axis=-1)
-  return jnp.mean(jnp.sum(nn.relu(errors) * jax.lax.stop_gradient(weights), axis=-1))
-
-
-def reconstruction_losses(logits, masks, dice_weight: float, lovasz_weight: float = 0.0):
-  """Pixel BCE, soft dice (and Lovasz hinge) of `float32[B, S, S]` logits against `{0,1}`
-  masks; scalars. `recon` = bce + dice_weight * dice + lovasz_weight * lovasz."""
+def reconstruction_losses(logits, masks, dice_weight: float):
+  """Pixel BCE and soft dice of `float32[B, S, S]` logits against `{0,1}` masks; scalars."""
   masks = masks.astype(jnp.float32)
   bce = jnp.mean(jnp.maximum(logits, 0) - logits * masks + jnp.log1p(jnp.exp(-jnp.abs(logits))))
   p = jax.nn.sigmoid(logits)
   inter = jnp.sum(p * masks, axis=(1, 2))
   denom = jnp.sum(p, axis=(1, 2)) + jnp.sum(masks, axis=(1, 2))
   dice = jnp.mean(1.0 - (2.0 * inter + 1.0) / (denom + 1.0))
-  out = {"bce": bce, "dice": dice, "recon": bce + dice_weight * dice}
-  if lovasz_weight:
-    out["lovasz"] = lovasz_hinge(logits, masks)
-    out["recon"] = out["recon"] + lovasz_weight * out["lovasz"]
-  return out
+  return {"bce": bce, "dice": dice, "recon": bce + dice_weight * dice}
 
 
 class MaskTokenizer(nn.Module):
@@ -341,7 +315,7 @@ class MaskTokenizer(nn.Module):
     z = self.encoder(masks)
     z_st, codes, stats = self.quantizer(z, train=train)
     logits = self.decoder(z_st)
-    losses = reconstruction_losses(logits, masks, self.cfg.dice_weight, self.cfg.lovasz_weight)
+    losses = reconstruction_losses(logits, masks, self.cfg.dice_weight)
     loss = losses["recon"] + self.cfg.commitment_weight * stats["commitment"]
     return {"logits": logits, "codes": codes, "loss": loss, **losses, **stats}
 
