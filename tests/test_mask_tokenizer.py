@@ -34,6 +34,17 @@ def test_default_geometry_shapes_and_dtypes():
   assert variables["vq"]["quantizer"]["codebook"].shape == (512, cfg.code_dim)
 
 
+def test_demo_variant_keeps_the_code_interface_of_the_main_model():
+  """The demo tokenizer writes 8 x 8 = 64 codes from 512 (AVS targets: 64 codes + eos)."""
+  cfg = mtt.model_config(mt_config.get_config("demo"))
+  assert (cfg.grid, cfg.codebook_size, cfg.mask_size) == (8, 512, 64)
+  variables = jax.eval_shape(lambda: mt.init_variables(cfg, jax.random.key(0)))
+  codes = jax.eval_shape(lambda v, m: mt.MaskTokenizer(cfg).apply(v, m, method="encode"),
+                         variables, jax.ShapeDtypeStruct((2, 64, 64), jnp.float32))
+  assert (codes.shape, codes.dtype) == ((2, 8, 8), jnp.int32)
+  assert variables["vq"]["quantizer"]["codebook"].shape == (512, cfg.code_dim)
+
+
 def test_round_trip_and_call_outputs(tiny_variables):
   variables = tiny_variables
   model = mt.MaskTokenizer(TINY)
