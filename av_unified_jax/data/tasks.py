@@ -240,7 +240,7 @@ MODEL_FIELDS = ("frames", "log_mel", "segment_mask", "prompt_tokens", "target_to
                 "target_weights", "task_id", "weak_labels", "has_weak", "focus_segment",
                 "focus_map", "has_focus_map")
 # Side of `focus_map`: the annotated mask of the focus frame as cell fractions on this grid
-# (the map loss resizes it to the model's patch grid).
+# (the map loss area-averages it onto the model's patch grid).
 MAP_GRID = 16
 # Extra fields of evaluation examples: where the example comes from, and whether it is real.
 EVAL_FIELDS = ("example_index", "frame_index", "valid")

@@ -77,8 +77,8 @@ def _area_matrix(src: int, dst: int) -> np.ndarray:
 def map_loss(loc_maps, focus_segment, focus_map, has_focus_map):
   """Cross-entropy between the focus segment's sound-source map and the annotated mask.
 
-  The mask's cell fractions are area-averaged onto the map grid and normalised into a distribution
-  over patches; the map (a softmax over patches) is trained to put its mass there.
+  The mask's cell fractions are area-averaged onto the map grid and normalised into a
+  distribution over patches; the map (a softmax over patches) is trained to put its mass there.
   Args: loc_maps float32[B, T, h, w] (each map sums to 1); focus_segment int32[B];
     focus_map float32[B, G, G] (covered fraction per cell); has_focus_map bool[B].
   Returns: mean over examples with a map (float32 scalar; 0 without any).
