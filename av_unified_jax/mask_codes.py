@@ -40,9 +40,10 @@ class MaskCodeTable:
 
   # -------------------------------------------------------------------- build, save, load
   @classmethod
-  def build(cls, source: shards.ShardSource, cfg, variables,
-            batch_size: int = 64) -> MaskCodeTable:
-    """Encodes every annotated mask of `source` (area-resized to the tokenizer's mask size)."""
+  def build(cls, source: shards.ShardSource, cfg, variables, batch_size: int = 256,
+            log=print) -> MaskCodeTable:
+    """Encodes every annotated mask of `source` (area-resized to the tokenizer's mask size)
+    with `mask_tokenizer.encode_masks` (the tokenizer config's code search)."""
     from av_unified_jax.models import mask_tokenizer as mt  # pylint: disable=g-import-not-at-top
 
     keys, masks = [], []
@@ -54,15 +55,8 @@ class MaskCodeTable:
         masks.append(decoded[k])
     if not masks:
       return cls({})
-    model = mt.MaskTokenizer(cfg)
-    encode = jax.jit(lambda v, m: model.apply(v, m, method=mt.MaskTokenizer.encode))
     small = mt.resize_masks(np.stack(masks), cfg.mask_size)  # float32[N, S, S]
-    codes = []
-    for start in range(0, len(small), batch_size):
-      chunk = small[start:start + batch_size]
-      pad = np.zeros((batch_size - len(chunk),) + chunk.shape[1:], np.float32)
-      codes.append(np.asarray(encode(variables, np.concatenate([chunk, pad])))[:len(chunk)])
-    codes = np.concatenate(codes).astype(np.int32)  # [N, g, g]
+    codes = mt.encode_masks(variables, cfg, small, batch_size, log=log)  # int32[N, g, g]
     return cls(dict(zip(keys, codes, strict=True)))
 
   def save(self, path: str | os.PathLike) -> None:
@@ -90,7 +84,7 @@ class MaskCodeTable:
     if cfg.codebook_size != int(config.tokens.num_mask_codes):
       raise ValueError(f"the mask tokenizer in {tokenizer_dir} has {cfg.codebook_size} codes "
                        f"but config.tokens.num_mask_codes={config.tokens.num_mask_codes}")
-    table = cls.build(pipeline.open_source(config, "avs", split), cfg, variables)
+    table = cls.build(pipeline.open_source(config, "avs", split), cfg, variables, log=log)
     if jax.process_index() == 0:
       table.save(cache)
     log(f"mask codes: {len(table)} {dataset}/{split} masks encoded -> {cache}")

@@ -10,6 +10,7 @@ Writes `W/mask_tokenizer.msgpack` + `W/mask_tokenizer.json` (see models.mask_tok
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time
@@ -239,13 +240,19 @@ def prepare_data(config, masks=None, eval_masks=None):
 
 
 def evaluate(variables, cfg: mt.MaskTokenizerConfig, held_out: dict, config) -> dict:
-  """Reconstruction mIoU per held-out set, at mask_size and at data.eval_size, + codes used."""
+  """Reconstruction mIoU per held-out set, at mask_size and at data.eval_size; with a code
+  search (`model.search_candidates` > 1) also `<set>/miou_nearest`, the nearest-code figure."""
   out = {}
+  bs = config.eval.batch_size
   for name, m in held_out.items():
-    kw = {"batch_size": config.eval.batch_size}
-    out[f"{name}/miou"] = mt.reconstruction_miou(variables, cfg, m, **kw)
-    out[f"{name}/miou@{config.data.eval_size}"] = mt.reconstruction_miou(
-        variables, cfg, m, eval_size=config.data.eval_size, **kw)
+    small = mt.resize_masks(m, cfg.mask_size)
+    codes = mt.encode_masks(variables, cfg, small, bs, log=print)
+    out[f"{name}/miou"] = float(np.mean(mt.decoded_ious(variables, cfg, codes, m, bs)))
+    out[f"{name}/miou@{config.data.eval_size}"] = float(np.mean(mt.decoded_ious(
+        variables, cfg, codes, m, bs, eval_size=config.data.eval_size)))
+    if cfg.search_candidates > 1:
+      nearest = mt.encode_masks(variables, dataclasses.replace(cfg, search_candidates=1), small, bs)
+      out[f"{name}/miou_nearest"] = float(np.mean(mt.decoded_ious(variables, cfg, nearest, m, bs)))
     out[f"{name}/num_masks"] = len(m)
   return out
 
@@ -288,8 +295,9 @@ def train_mask_tokenizer(config, masks=None, workdir=None, eval_masks=None):
   results = {"steps": config.total_steps, "train_seconds": train_seconds,
              "train_cpu_seconds": train_cpu_seconds,
              **evaluate(variables, cfg, held_out, config)}
-  results["train_subset/miou"] = mt.reconstruction_miou(variables, cfg, train[:512],
-                                                        batch_size=config.eval.batch_size)
+  if config.eval.train_subset:
+    results["train_subset/miou"] = mt.reconstruction_miou(
+        variables, cfg, train[:config.eval.train_subset], batch_size=config.eval.batch_size)
   results["last_log"] = history[-1] if history else {}
   print("mask tokenizer results: " + json.dumps(results, sort_keys=True), flush=True)
   if workdir:

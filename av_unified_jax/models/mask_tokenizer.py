@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -54,12 +55,17 @@ class MaskTokenizerConfig:
   dead_code_threshold: float = 0.05  # EMA usage (vectors per step) under which a code restarts.
   restart_usage: float = 1.0  # EMA usage given to a restarted code.
   epsilon: float = 1e-5  # Laplace smoothing of the EMA cluster sizes.
+  search_candidates: int = 1  # Codes tried per cell by `encode_masks` (1: nearest code only).
+  search_sweeps: int = 1  # Passes of that search over the code grid.
 
   def __post_init__(self):
     object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
     if self.mask_size % self.grid:
       raise ValueError(f"MaskTokenizerConfig: mask_size={self.mask_size} is not a multiple of "
                        f"grid={self.grid}; choose sizes with mask_size = grid * 2**len(channels)")
+    if self.search_candidates < 1 or self.search_candidates > self.codebook_size:
+      raise ValueError(f"MaskTokenizerConfig: search_candidates={self.search_candidates} must be "
+                       f"in [1, codebook_size={self.codebook_size}]")
     if self.encoder not in ENCODERS:
       raise ValueError(f"MaskTokenizerConfig: encoder={self.encoder!r} is not one of "
                        f"{sorted(ENCODERS)}")
@@ -298,6 +304,15 @@ class MaskTokenizer(nn.Module):
     _, codes, _ = self.quantizer(z, train=False)
     return codes
 
+  def candidate_codes(self, masks, k: int):
+    """`float32[B, S, S]` -> `int32[B, g, g, k]`: each cell's k nearest codes, nearest first."""
+    self._check(masks)
+    z = _l2_normalize(self.encoder(masks.astype(jnp.float32)))
+    e = self.quantizer.codebook.value  # [K, D]
+    dist = (jnp.sum(z * z, -1, keepdims=True) - 2.0 * z @ e.T
+            + jnp.sum(e * e, -1))  # [B, g, g, K]
+    return jax.lax.top_k(-dist, k)[1].astype(jnp.int32)
+
   def decode(self, codes):
     """`int32[B, g, g]` codes in [0, K) -> `float32[B, S, S]` mask logits."""
     g = self.cfg.grid
@@ -381,42 +396,137 @@ def mask_iou(pred, target) -> np.ndarray:
   return np.where(union == 0, 1.0, inter / np.maximum(union, 1))
 
 
+def _box3(x):
+  """Sum over each cell's 3x3 neighbourhood of `[B, g, g]` (zeros outside the grid)."""
+  g = x.shape[-1]
+  p = jnp.pad(x, ((0, 0), (1, 1), (1, 1)))
+  return sum(p[:, di:di + g, dj:dj + g] for di in range(3) for dj in range(3))
+
+
 @functools.lru_cache(maxsize=8)
-def make_reconstruct_fn(cfg: MaskTokenizerConfig):
-  """Jitted `(variables, float32[B, S, S]) -> float32[B, S, S]` logits of decode(encode(m))."""
+def _coding_fns(cfg: MaskTokenizerConfig):
+  """Jitted (candidate codes, decode, one search step) of a tokenizer config."""
   model = MaskTokenizer(cfg)
+  g, r = cfg.grid, cfg.mask_size // cfg.grid
 
   @jax.jit
-  def reconstruct(variables, masks):
-    codes = model.apply(variables, masks, method=MaskTokenizer.encode)
+  def candidates(variables, masks):  # float32[B, S, S] -> int32[B, g, g, C]
+    return model.apply(variables, masks, cfg.search_candidates,
+                       method=MaskTokenizer.candidate_codes)
+
+  @jax.jit
+  def decode(variables, codes):  # int32[B, g, g] -> float32[B, S, S] logits
     return model.apply(variables, codes, method=MaskTokenizer.decode)
-  return reconstruct
+
+  def cell_costs(logits, masks):  # -> float32[..., g, g]: wrong pixels, and BCE, per cell
+    lead = logits.shape[:-2]
+    wrong = ((logits > 0) != (masks > 0.5)).astype(jnp.float32)
+    bce = jnp.maximum(logits, 0) - logits * masks + jnp.log1p(jnp.exp(-jnp.abs(logits)))
+    per_cell = lambda x: x.reshape(*lead, g, r, g, r).sum(axis=(-3, -1))  # pylint: disable=unnecessary-lambda-assignment
+    return per_cell(wrong), per_cell(bce)
+
+  def total(wrong, bce):  # per-cell costs -> float32[B]: wrong pixels + a tie-break in [0, 1)
+    b = jnp.sum(bce, axis=(-2, -1)) / (g * g * r * r)
+    return jnp.sum(wrong, axis=(-2, -1)) + b / (1.0 + b)
+
+  @jax.jit
+  def step(variables, codes, cands, masks, group):
+    """Re-chooses the codes of the cells in `group` (bool[g, g], cells at least 3 apart).
+
+    Candidate k sets every group cell to its k-th code at once; each cell keeps the
+    candidate with the least error in its 3x3 neighbourhood (neighbourhoods do not overlap).
+    A mask whose total error would rise keeps its old codes.
+    """
+    c = cands.shape[-1]
+    trials = jnp.where(group[None, None], jnp.moveaxis(cands, -1, 1), codes[:, None])  # [B,C,g,g]
+    logits = decode(variables, trials.reshape(-1, g, g)).reshape(-1, c, *masks.shape[1:])
+    wrong, bce = cell_costs(logits, masks[:, None])  # [B, C, g, g]
+    box = jax.vmap(_box3, in_axes=1, out_axes=1)
+    mean_bce = box(bce) / (9 * r * r)
+    local = box(wrong) + mean_bce / (1.0 + mean_bce)
+    best = jnp.argmin(local, axis=1)  # [B, g, g]
+    new = jnp.where(group[None], jnp.take_along_axis(cands, best[..., None], -1)[..., 0], codes)
+    old_cost = total(*cell_costs(decode(variables, codes), masks))
+    new_cost = total(*cell_costs(decode(variables, new), masks))
+    return jnp.where((new_cost <= old_cost)[:, None, None], new, codes)
+
+  return candidates, decode, step
+
+
+def _batched(fn, batch_size: int, *arrays):
+  """Applies `fn` to fixed-size chunks (zero-padded, one compile) of numpy `arrays`."""
+  n, out = len(arrays[0]), []
+  for start in range(0, n, batch_size):
+    chunk = [a[start:start + batch_size] for a in arrays]
+    k = len(chunk[0])
+    chunk = [np.concatenate([c, np.zeros((batch_size - k,) + c.shape[1:], c.dtype)]) for c in chunk]
+    out.append(np.asarray(fn(*chunk))[:k])
+  return np.concatenate(out)
+
+
+def encode_masks(variables, cfg: MaskTokenizerConfig, masks, batch_size: int = 256,
+                 log=None) -> np.ndarray:
+  """Codes of `float32[N, S, S]` masks (already at mask_size). Returns `int32[N, g, g]`.
+
+  With `cfg.search_candidates` = 1 these are the nearest codes (`MaskTokenizer.encode`).
+  Otherwise encoding is a search through the decoder: starting from the nearest codes, every
+  cell tries its `search_candidates` nearest codes and keeps the one whose decoded mask has the
+  fewest wrong pixels in the cell's 3x3 neighbourhood (BCE breaks ties). Cells 3 apart are
+  searched together (9 groups per sweep, `search_sweeps` sweeps), and a mask whose total error
+  would rise keeps its codes, so the result never decodes worse than the nearest codes. The
+  decoder's view of neighbouring cells is what the nearest code ignores.
+  """
+  masks = np.asarray(masks, np.float32)
+  if masks.ndim != 3 or masks.shape[1:] != (cfg.mask_size, cfg.mask_size):
+    raise ValueError(f"encode_masks: masks must be [N, {cfg.mask_size}, {cfg.mask_size}], got "
+                     f"{masks.shape}; use resize_masks(masks, {cfg.mask_size}) first")
+  candidates_fn, _, step_fn = _coding_fns(cfg)
+  cands = _batched(lambda m: candidates_fn(variables, m), batch_size, masks)  # [N, g, g, C]
+  codes = cands[..., 0].copy()
+  c, g = cfg.search_candidates, cfg.grid
+  if c == 1 or not len(masks):
+    return codes
+  t0 = time.time()
+  groups = [np.zeros((g, g), bool) for _ in range(9)]
+  for k, grp in enumerate(groups):
+    grp[k // 3::3, k % 3::3] = True
+  for _ in range(cfg.search_sweeps):
+    for grp in groups:
+      codes = _batched(lambda cd, cs, m, grp=grp: step_fn(variables, cd, cs, m, grp),
+                       max(1, batch_size // c), codes, cands, masks)
+  if log:
+    log(f"encode_masks: searched {len(masks)} masks ({c} candidates, {cfg.search_sweeps} "
+        f"sweep(s)) in {time.time() - t0:.0f} s")
+  return codes
+
+
+def decoded_ious(variables, cfg: MaskTokenizerConfig, codes, masks, batch_size: int = 256,
+                 eval_size: int | None = None) -> np.ndarray:
+  """Per-mask IoU of `sigmoid(decode(codes)) > 0.5` against `masks` (`[N, H, W]`, any size:
+  area-resized to mask_size, or with `eval_size` to eval_size with the logits bilinearly
+  upsampled to it). `float64[N]`."""
+  _, decode_fn, _ = _coding_fns(cfg)
+  logits = _batched(lambda cd: decode_fn(variables, cd), batch_size, np.asarray(codes, np.int32))
+  size = eval_size or cfg.mask_size
+  ref = resize_masks(np.asarray(masks, np.float32), size)
+  if eval_size:
+    logits = np.asarray(upsample_logits(logits, eval_size))
+  return mask_iou(logits > 0.0, ref > 0.5)  # sigmoid(x) > 0.5 <=> x > 0
 
 
 def reconstruction_ious(variables, cfg: MaskTokenizerConfig, masks, batch_size: int = 256,
                         eval_size: int | None = None) -> np.ndarray:
-  """Per-mask IoU of `sigmoid(decode(encode(m))) > 0.5` against m. `float64[N]`.
+  """Per-mask IoU of decode(encode_masks(m)) against m. `float64[N]`.
 
   `masks`: `[N, H, W]` in {0, 1}, any H, W (area-resized to mask_size for encoding). The
   reference is the input at mask_size, or, with `eval_size`, the input area-resized to
   eval_size with the logits bilinearly upsampled to it.
   """
   masks = np.asarray(masks, np.float32)
-  reconstruct = make_reconstruct_fn(cfg)
-  out = []
-  for start in range(0, len(masks), batch_size):
-    chunk = masks[start:start + batch_size]
-    small = resize_masks(chunk, cfg.mask_size)
-    n = len(small)
-    padded = np.concatenate([small, np.zeros((batch_size - n,) + small.shape[1:], np.float32)])
-    logits = reconstruct(variables, padded)[:n]
-    if eval_size:
-      ref = resize_masks(chunk, eval_size)
-      logits = upsample_logits(logits, eval_size)
-    else:
-      ref = small
-    out.append(mask_iou(np.asarray(logits) > 0.0, ref > 0.5))  # sigmoid(x) > 0.5 <=> x > 0
-  return np.concatenate(out) if out else np.zeros((0,))
+  if not len(masks):
+    return np.zeros((0,))
+  codes = encode_masks(variables, cfg, resize_masks(masks, cfg.mask_size), batch_size)
+  return decoded_ious(variables, cfg, codes, masks, batch_size, eval_size)
 
 
 def reconstruction_miou(variables, cfg: MaskTokenizerConfig, masks, **kwargs) -> float:
