@@ -422,8 +422,8 @@ def _coding_fns(cfg: MaskTokenizerConfig):
     lead = logits.shape[:-2]
     wrong = ((logits > 0) != (masks > 0.5)).astype(jnp.float32)
     bce = jnp.maximum(logits, 0) - logits * masks + jnp.log1p(jnp.exp(-jnp.abs(logits)))
-    per_cell = lambda x: x.reshape(*lead, g, r, g, r).sum(axis=(-3, -1))  # pylint: disable=unnecessary-lambda-assignment
-    return per_cell(wrong), per_cell(bce)
+    return (wrong.reshape(*lead, g, r, g, r).sum(axis=(-3, -1)),
+            bce.reshape(*lead, g, r, g, r).sum(axis=(-3, -1)))
 
   def total(wrong, bce):  # per-cell costs -> float32[B]: wrong pixels + a tie-break in [0, 1)
     b = jnp.sum(bce, axis=(-2, -1)) / (g * g * r * r)
