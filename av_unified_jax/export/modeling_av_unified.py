@@ -494,7 +494,8 @@ class MaskTokenizer(nn.Module):
     self.codebook = nn.Parameter(torch.zeros(mcfg["codebook_size"], mcfg["code_dim"]))
 
   def encode(self, masks):
-    """float[B, S, S] in {0, 1} -> int64[B, g, g] nearest codes."""
+    """float[B, S, S] in {0, 1} -> int64[B, g, g] nearest codes (the JAX side's code search,
+    `encode_masks`, is not exported: prediction only decodes)."""
     z = self.encoder(masks).permute(0, 2, 3, 1).float()  # [B, g, g, D]
     z = z * torch.rsqrt((z * z).sum(-1, keepdim=True) + 1e-6)  # unit length, like the codebook
     flat = z.reshape(-1, z.shape[-1])  # [N, D]
