@@ -4,8 +4,9 @@ Usage:
   python -m av_unified_jax.mask_tokenizer_train --config=configs/mask_tokenizer.py:demo \
       --masks=<dir of PNGs | .npz> --workdir=W [--eval_masks=<dir | .npz>]
 
-Writes `W/mask_tokenizer.msgpack` + `W/mask_tokenizer.json` (see models.mask_tokenizer) and
-`W/metrics.json`. Without --masks it trains on synthetic object-like masks.
+Writes `W/mask_tokenizer.msgpack` + `W/mask_tokenizer.json` (see models.mask_tokenizer),
+`W/metrics.json` and `W/reconstructions.png` (held-out masks decoded from nearest and from
+searched codes, wrong pixels coloured). Without --masks it trains on synthetic object-like masks.
 """
 
 from __future__ import annotations
@@ -257,6 +258,40 @@ def evaluate(variables, cfg: mt.MaskTokenizerConfig, held_out: dict, config) -> 
   return out
 
 
+def reconstruction_sheet(variables, cfg: mt.MaskTokenizerConfig, masks, path,
+                         num: int = 10, cell: int = 2) -> Path:
+  """Draws held-out masks (top row), their decoding from the nearest codes (middle) and from
+  the searched codes (bottom) into a PNG; wrong pixels are red (extra) or blue (missed), and
+  each decoding is titled with its IoU. Uses the first `num` non-empty masks."""
+  small = mt.resize_masks(masks, cfg.mask_size)
+  small = small[small.reshape(len(small), -1).any(axis=1)][:num]
+  if not len(small):
+    raise ValueError("reconstruction_sheet: no non-empty masks to draw")
+  nearest_cfg = dataclasses.replace(cfg, search_candidates=1)
+  rows = [(small > 0.5, None)]
+  for c in (nearest_cfg, cfg):
+    codes = mt.encode_masks(variables, c, small, batch_size=len(small))
+    logits = mt.MaskTokenizer(c).apply(variables, jnp.asarray(codes), method="decode")
+    rows.append((np.asarray(logits) > 0, mt.decoded_ious(variables, c, codes, small)))
+  s, pad, title = cfg.mask_size * cell, 4, 12
+  img = Image.new("RGB", (len(small) * (s + pad) + pad, 3 * (s + pad + title) + pad), "white")
+  draw = ImageDraw.Draw(img)
+  for r, (pred, ious) in enumerate(rows):
+    for k in range(len(small)):
+      ref = small[k] > 0.5
+      rgb = np.zeros(ref.shape + (3,), np.uint8)
+      rgb[pred[k] & ref] = 255
+      rgb[pred[k] & ~ref] = (230, 40, 40)
+      rgb[~pred[k] & ref] = (40, 90, 230)
+      x, y = pad + k * (s + pad), pad + r * (s + pad + title)
+      img.paste(Image.fromarray(rgb).resize((s, s), Image.NEAREST), (x, y + title))
+      label = ("mask", "nearest", "search")[r] + ("" if ious is None else f" {ious[k]:.2f}")
+      draw.text((x, y), label, fill="black")
+  path = Path(path)
+  img.save(path)
+  return path
+
+
 def train_mask_tokenizer(config, masks=None, workdir=None, eval_masks=None):
   """Trains the tokenizer; returns (variables `{"params", "vq"}`, metrics dict).
 
@@ -304,6 +339,11 @@ def train_mask_tokenizer(config, masks=None, workdir=None, eval_masks=None):
     mt.save_tokenizer(workdir, cfg, variables, extra={"metrics": results})
     Path(workdir, "metrics.json").write_text(json.dumps(
         {"results": results, "history": history}, indent=2, sort_keys=True))
+    if held_out:
+      name, m = next(iter(held_out.items()))
+      if np.any(m):
+        sheet = reconstruction_sheet(variables, cfg, m, Path(workdir, "reconstructions.png"))
+        print(f"mask tokenizer: {name} reconstructions drawn in {sheet}", flush=True)
   return variables, results
 
 
