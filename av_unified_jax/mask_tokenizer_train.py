@@ -271,8 +271,8 @@ def reconstruction_sheet(variables, cfg: mt.MaskTokenizerConfig, masks, path,
   rows = [(small > 0.5, None)]
   for c in (nearest_cfg, cfg):
     codes = mt.encode_masks(variables, c, small, batch_size=len(small))
-    logits = mt.MaskTokenizer(c).apply(variables, jnp.asarray(codes), method="decode")
-    rows.append((np.asarray(logits) > 0, mt.decoded_ious(variables, c, codes, small)))
+    pred = np.asarray(mt.MaskTokenizer(c).apply(variables, jnp.asarray(codes), method="decode")) > 0
+    rows.append((pred, mt.mask_iou(pred, small > 0.5)))
   s, pad, title = cfg.mask_size * cell, 4, 12
   img = Image.new("RGB", (len(small) * (s + pad) + pad, 3 * (s + pad + title) + pad), "white")
   draw = ImageDraw.Draw(img)

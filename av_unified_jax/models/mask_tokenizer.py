@@ -507,11 +507,15 @@ def decoded_ious(variables, cfg: MaskTokenizerConfig, codes, masks, batch_size: 
   upsampled to it). `float64[N]`."""
   _, decode_fn, _ = _coding_fns(cfg)
   logits = _batched(lambda cd: decode_fn(variables, cd), batch_size, np.asarray(codes, np.int32))
-  size = eval_size or cfg.mask_size
-  ref = resize_masks(np.asarray(masks, np.float32), size)
-  if eval_size:
-    logits = np.asarray(upsample_logits(logits, eval_size))
-  return mask_iou(logits > 0.0, ref > 0.5)  # sigmoid(x) > 0.5 <=> x > 0
+  masks = np.asarray(masks, np.float32)
+  out = []
+  for start in range(0, len(masks), batch_size):  # chunks bound the upsampled logits' memory
+    chunk = logits[start:start + batch_size]
+    if eval_size:
+      chunk = np.asarray(upsample_logits(chunk, eval_size))
+    ref = resize_masks(masks[start:start + batch_size], eval_size or cfg.mask_size)
+    out.append(mask_iou(chunk > 0.0, ref > 0.5))  # sigmoid(x) > 0.5 <=> x > 0
+  return np.concatenate(out) if out else np.zeros((0,))
 
 
 def reconstruction_ious(variables, cfg: MaskTokenizerConfig, masks, batch_size: int = 256,
