@@ -220,11 +220,14 @@ class VectorQuantizer(nn.Module):
     """`int32[...] -> float32[..., code_dim]` codebook vectors."""
     return jnp.take(self.codebook.value, codes, axis=0)
 
+  def distances(self, z):
+    """`float32[..., D] -> float32[..., K]` squared distances to every code."""
+    e = self.codebook.value  # [K, D]
+    return jnp.sum(z * z, -1, keepdims=True) - 2.0 * z @ e.T + jnp.sum(e * e, -1)
+
   def nearest(self, z):
     """`float32[N, D] -> (int32[N] codes, float32[N] squared distances)`."""
-    e = self.codebook.value  # [K, D]
-    dist = (jnp.sum(z * z, -1, keepdims=True) - 2.0 * z @ e.T
-            + jnp.sum(e * e, -1)[None, :])  # [N, K]
+    dist = self.distances(z)  # [N, K]
     codes = jnp.argmin(dist, axis=-1).astype(jnp.int32)
     return codes, jnp.take_along_axis(dist, codes[:, None], axis=-1)[:, 0]
 
@@ -271,10 +274,15 @@ class VectorQuantizer(nn.Module):
     return jnp.sum(dead).astype(jnp.float32)
 
 
+def pixel_bce(logits, masks):
+  """Per-pixel binary cross-entropy of logits against `{0,1}` masks (same shape)."""
+  return jnp.maximum(logits, 0) - logits * masks + jnp.log1p(jnp.exp(-jnp.abs(logits)))
+
+
 def reconstruction_losses(logits, masks, dice_weight: float):
   """Pixel BCE and soft dice of `float32[B, S, S]` logits against `{0,1}` masks; scalars."""
   masks = masks.astype(jnp.float32)
-  bce = jnp.mean(jnp.maximum(logits, 0) - logits * masks + jnp.log1p(jnp.exp(-jnp.abs(logits))))
+  bce = jnp.mean(pixel_bce(logits, masks))
   p = jax.nn.sigmoid(logits)
   inter = jnp.sum(p * masks, axis=(1, 2))
   denom = jnp.sum(p, axis=(1, 2)) + jnp.sum(masks, axis=(1, 2))
@@ -307,11 +315,8 @@ class MaskTokenizer(nn.Module):
   def candidate_codes(self, masks, k: int):
     """`float32[B, S, S]` -> `int32[B, g, g, k]`: each cell's k nearest codes, nearest first."""
     self._check(masks)
-    z = _l2_normalize(self.encoder(masks.astype(jnp.float32)))
-    e = self.quantizer.codebook.value  # [K, D]
-    dist = (jnp.sum(z * z, -1, keepdims=True) - 2.0 * z @ e.T
-            + jnp.sum(e * e, -1))  # [B, g, g, K]
-    return jax.lax.top_k(-dist, k)[1].astype(jnp.int32)
+    dist = self.quantizer.distances(_l2_normalize(self.encoder(masks.astype(jnp.float32))))
+    return jax.lax.top_k(-dist, k)[1].astype(jnp.int32)  # dist: [B, g, g, K]
 
   def decode(self, codes):
     """`int32[B, g, g]` codes in [0, K) -> `float32[B, S, S]` mask logits."""
@@ -421,7 +426,7 @@ def _coding_fns(cfg: MaskTokenizerConfig):
   def cell_costs(logits, masks):  # -> float32[..., g, g]: wrong pixels, and BCE, per cell
     lead = logits.shape[:-2]
     wrong = ((logits > 0) != (masks > 0.5)).astype(jnp.float32)
-    bce = jnp.maximum(logits, 0) - logits * masks + jnp.log1p(jnp.exp(-jnp.abs(logits)))
+    bce = pixel_bce(logits, masks)
     return (wrong.reshape(*lead, g, r, g, r).sum(axis=(-3, -1)),
             bce.reshape(*lead, g, r, g, r).sum(axis=(-3, -1)))
 
