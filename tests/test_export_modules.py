@@ -150,7 +150,7 @@ def test_temporal(multiscale, prompts):
                               tm.Temporal(torch_cfg(cfg)),
                               lambda m, a, v, k, p=None: m(a, v, k, p))
   close(jax_out, torch_out)
-  assert jax_out[2].shape == (B, len(cfg.scales))
+  assert jax_out[4].shape == (B, len(cfg.scales))
 
 
 @pytest.mark.parametrize("guided", [True, False])

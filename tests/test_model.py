@@ -62,13 +62,14 @@ def test_audio_and_visual_encoders_shapes():
 def test_temporal_modules_shapes():
   a, v, prompt = S((B, T, D), F32), S((B, T, D), F32), S((B, D), F32)
   mask = S((B, T), jnp.bool_)
-  (a2, v2, w), params = _shapes(temporal.MultiScaleTemporal(CFG), a, v, mask, prompt)
-  _assert(a2, (B, T, D))
-  _assert(v2, (B, T, D))
+  (a2, v2, a_shared, v_shared, w), params = _shapes(temporal.MultiScaleTemporal(CFG), a, v,
+                                                     mask, prompt)
+  for x in (a2, v2, a_shared, v_shared):
+    _assert(x, (B, T, D))
   _assert(w, (B, len(CFG.temporal_scales)))
   assert set(params) >= {"scale_1", "scale_2", "scale_logits"}
   off = dataclasses.replace(CFG, use_temporal_multiscale=False)
-  (a3, _, w3), params3 = _shapes(temporal.SingleScaleTemporal(off), a, v, mask, prompt)
+  (a3, _, _, _, w3), params3 = _shapes(temporal.SingleScaleTemporal(off), a, v, mask, prompt)
   _assert(a3, (B, T, D))
   _assert(w3, (B, 1))
   assert "scale_2" not in params3 and "scale_logits" not in params3

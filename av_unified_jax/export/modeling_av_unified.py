@@ -271,7 +271,8 @@ class Temporal(nn.Module):
     self.ln_audio, self.ln_visual = layer_norm(cfg), layer_norm(cfg)
 
   def forward(self, a, v, segment_mask, prompt_vec):
-    """a, v [B, T, D] -> (a', v' [B, T, D], scale weights float32[B, S])."""
+    """a, v [B, T, D] -> (a', v', shared a', shared v' [B, T, D], scale weights [B, S]);
+    the shared pair (equal scale weights) feeds the spatial module and the MIL head."""
     b, t, _ = a.shape
     outs_a, outs_v = [], []
     for s in self.scales:
@@ -289,9 +290,12 @@ class Temporal(nn.Module):
       weights = torch.softmax(self.scale_logits(prompt_vec).float(), dim=-1)  # [B, S]
     w = weights.to(a.dtype)[:, :, None, None]  # [B, S, 1, 1]
     keep = segment_mask[..., None].to(a.dtype)  # [B, T, 1]
-    a_out = (torch.stack(outs_a, dim=1) * w).sum(dim=1) * keep
-    v_out = (torch.stack(outs_v, dim=1) * w).sum(dim=1) * keep
-    return self.ln_audio(a_out), self.ln_visual(v_out), weights
+    stack_a, stack_v = torch.stack(outs_a, dim=1), torch.stack(outs_v, dim=1)  # [B, S, T, D]
+    a_out = self.ln_audio((stack_a * w).sum(dim=1) * keep)
+    v_out = self.ln_visual((stack_v * w).sum(dim=1) * keep)
+    a_shared = self.ln_audio(stack_a.mean(dim=1) * keep)
+    v_shared = self.ln_visual(stack_v.mean(dim=1) * keep)
+    return a_out, v_out, a_shared, v_shared, weights
 
 
 class Spatial(nn.Module):
@@ -653,9 +657,9 @@ class AVUnified(nn.Module):
     else:
       prompt, prompt_mask, prompt_vec = a.new_zeros(b, 0, a.shape[-1]), \
           torch.zeros(b, 0, dtype=torch.bool), None
-    a, v, scale_weights = self.temporal(a, v, segment_mask, prompt_vec)
-    sp = self.spatial(a, patches)
-    frame_probs, video_probs = self.mil_head(a, v, segment_mask)
+    a, v, a_shared, v_shared, scale_weights = self.temporal(a, v, segment_mask, prompt_vec)
+    sp = self.spatial(a_shared, patches)
+    frame_probs, video_probs = self.mil_head(a_shared, v_shared, segment_mask)
     focus_idx = batch.get("focus_segment", torch.zeros(b, dtype=torch.long)).long()
     rows = torch.arange(b)
     n = patches.shape[2]

@@ -70,9 +70,12 @@ class AVUnified(nn.Module):
     prompt_tokens = batch["prompt_tokens"]
     prompt, prompt_mask, prompt_vec = self.prompt_encoder(
         self.embed(prompt_tokens), prompt_tokens != 0)
-    a, v, scale_weights = self.temporal(a, v, segment_mask, prompt_vec, train)
-    spatial_out = self.spatial(a, patches, train)
-    frame_probs, video_probs = self.mil_head(a, v, segment_mask)
+    # a, v: the task-aware mix for the fusion; a_shared, v_shared: prompt-independent, for the
+    # sound-source map and the MIL head (see temporal.MultiScaleTemporal).
+    a, v, a_shared, v_shared, scale_weights = self.temporal(a, v, segment_mask, prompt_vec,
+                                                            train)
+    spatial_out = self.spatial(a_shared, patches, train)
+    frame_probs, video_probs = self.mil_head(a_shared, v_shared, segment_mask)
     focus_segment = batch.get("focus_segment")
     if focus_segment is None:
       focus_segment = jnp.zeros(segment_mask.shape[:1], jnp.int32)

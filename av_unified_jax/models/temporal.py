@@ -79,7 +79,8 @@ class ScaleStack(nn.Module):
 
 class MultiScaleTemporal(nn.Module):
   """(a, v [B, T, D], segment_mask bool[B, T], prompt_vec [B, D] or None)
-  -> (a' [B, T, D], v' [B, T, D], scale weights float32[B, S])."""
+  -> (a' [B, T, D], v' [B, T, D], shared a' [B, T, D], shared v' [B, T, D],
+  scale weights float32[B, S]); the shared pair mixes the scales with equal weights."""
 
   cfg: ModelConfig
 
@@ -97,12 +98,14 @@ class MultiScaleTemporal(nn.Module):
     weights = self._scale_weights(prompt_vec, a.shape[0])  # [B, S]
     w = weights.astype(a.dtype)[:, :, None, None]  # [B, S, 1, 1]
     keep = segment_mask[..., None].astype(a.dtype)  # [B, T, 1]
-    a_out = (jnp.stack(outs_a, axis=1) * w).sum(axis=1) * keep  # [B, T, D]
-    v_out = (jnp.stack(outs_v, axis=1) * w).sum(axis=1) * keep
-    a_out = layers.layer_norm(cfg, "ln_audio")(a_out)
-    v_out = layers.layer_norm(cfg, "ln_visual")(v_out)
-    return (nn.with_logical_constraint(a_out, SEG), nn.with_logical_constraint(v_out, SEG),
-            weights)
+    stack_a, stack_v = jnp.stack(outs_a, axis=1), jnp.stack(outs_v, axis=1)  # [B, S, T, D]
+    ln_a, ln_v = layers.layer_norm(cfg, "ln_audio"), layers.layer_norm(cfg, "ln_visual")
+    a_out = ln_a((stack_a * w).sum(axis=1) * keep)  # [B, T, D]
+    v_out = ln_v((stack_v * w).sum(axis=1) * keep)
+    a_shared = ln_a(stack_a.mean(axis=1) * keep)  # [B, T, D]
+    v_shared = ln_v(stack_v.mean(axis=1) * keep)
+    c = lambda x: nn.with_logical_constraint(x, SEG)
+    return c(a_out), c(v_out), c(a_shared), c(v_shared), weights
 
   def _scale_weights(self, prompt_vec, batch):
     """Task-aware mixing weights float32[B, S] from the prompt (uniform without a prompt)."""
