@@ -65,8 +65,14 @@ def layer_norm(cfg: ModelConfig, name=None):
       bias_init=zeros_init(("embed",)), name=name)
 
 
-def embed_param(module: nn.Module, name: str, shape, names, std: float = 0.02):
-  """A learned embedding table (positions, types), float32 parameters."""
+# Initial scale of position, time and type tables. Token embeddings enter at unit scale
+# (`decoder.TokenEmbed`) and patch embeddings near it, so a table started at the usual 0.02
+# would hide where and when a token is for hundreds of steps; 0.5 lets it speak from the start.
+EMBED_STD = 0.5
+
+
+def embed_param(module: nn.Module, name: str, shape, names, std: float = EMBED_STD):
+  """A learned embedding table (positions, times, types), float32 parameters."""
   return module.param(name, nn.with_logical_partitioning(nn.initializers.normal(std), names),
                       shape, module.cfg.params_dtype)
 
