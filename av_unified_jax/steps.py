@@ -4,13 +4,16 @@ The train step is `fn(state, batch, rng) -> (state, metrics)`: jit it once with 
 `donate_argnums=(0,)`. Inside, the dropout key is `fold_in(rng, state.step)`, so a resumed run
 draws the same keys as an uninterrupted one.
 
-Loss (per optimizer step, see `compute_loss`), with u_b = loss_weight[task_b]:
-  token = sum_bt u_b * w_bt * ce_bt / sum_bt u_b * w_bt
+Loss (per optimizer step, see `compute_loss`), with u_k = loss_weight of task k:
+  token_k = sum_{b in k, t} w_bt * ce_bt / sum_{b in k, t} w_bt     (task k's mean per token)
+  token = sum_k u_k * token_k / sum_k u_k            (over the tasks present in the batch)
   total = token + loss.contrastive_weight * contrastive + loss.mil_weight * mil
           + loss.map_weight * map
-where `ce` is the (label-smoothed) token cross-entropy, `w` the target weights built by the
-input pipeline, the contrastive loss aligns `audio_embed` with `visual_embed` over valid
-segments, and the MIL loss is the binary cross-entropy of `mil_video_probs` against the weak
+where `ce` is the (label-smoothed) token cross-entropy and `w` the target weights built by the
+input pipeline. Each task's tokens are averaged apart, so a task's share of the loss is its
+weight, not its sequence length (AVS targets are 65 tokens, AVQA's two). The contrastive loss
+aligns `audio_embed` with `visual_embed` over the valid segments that hold sound (a second of
+digital silence, a flat log-mel, has no source to match), and the MIL loss is the binary cross-entropy of `mil_video_probs` against the weak
 labels of the examples that have them (`has_weak`), and the map loss is the cross-entropy of
 the focus segment's sound-source map against the annotated mask (`focus_map`, AVS examples).
 """
@@ -30,6 +33,8 @@ from av_unified_jax.tokens import TASKS  # task_id indexes this tuple.
 
 Batch = Mapping[str, jax.Array]
 Metrics = dict[str, jax.Array]
+# A segment whose log-mel spans less than this (natural-log units) is silence.
+SILENT_SPREAD = 1.0
 
 
 @flax.struct.dataclass
@@ -93,9 +98,9 @@ def compute_loss(outputs: Mapping[str, jax.Array], batch: Batch, loss_cfg,
       `has_weak` bool[B]).
     loss_cfg: `config.loss`.
     task_weights: float32[num_tasks] per-task weight of the token loss.
-    token_norm: float32[] normaliser of the token loss (default: this batch's task-weighted
-      target-token count); with gradient accumulation, the whole batch's, so that the
-      micro-batch token losses add up to the whole batch's.
+    token_norm: float32[num_tasks] target-token count per task (default: this batch's);
+      with gradient accumulation, the whole batch's, so that the micro-batch token losses add
+      up to the whole batch's.
   Returns:
     (loss float32[], metrics): `token_loss`, `contrastive`, `mil`, `map` (float32[]) and the sums
     needed for per-task logging, `task_loss_sum` / `task_token_count` float32[num_tasks],
@@ -111,11 +116,14 @@ def compute_loss(outputs: Mapping[str, jax.Array], batch: Batch, loss_cfg,
     counts.append(count)
   task_sum, task_count = jnp.stack(sums), jnp.stack(counts)  # [tasks]
   if token_norm is None:
-    token_norm = jnp.sum(task_count * task_weights)
-  token_loss = jnp.sum(task_sum * task_weights) / jnp.maximum(token_norm, 1e-6)
+    token_norm = task_count
+  present = (token_norm > 0).astype(jnp.float32)  # [tasks]
+  per_task = task_sum / jnp.maximum(token_norm, 1e-6)  # [tasks] (this batch's share)
+  token_loss = jnp.sum(per_task * task_weights) / jnp.maximum(
+      jnp.sum(present * task_weights), 1e-6)
 
   contrastive = losses.contrastive_loss(
-      outputs["audio_embed"], outputs["visual_embed"], batch["segment_mask"],
+      outputs["audio_embed"], outputs["visual_embed"], sounding_segments(batch),
       loss_cfg.contrastive_temperature)
   mil = losses.mil_bce(outputs["mil_video_probs"], batch["weak_labels"], batch["has_weak"])
   loss = token_loss + loss_cfg.contrastive_weight * contrastive + loss_cfg.mil_weight * mil
@@ -137,10 +145,21 @@ def compute_loss(outputs: Mapping[str, jax.Array], batch: Batch, loss_cfg,
   return loss, metrics
 
 
-def token_normalizer(batch: Batch, task_weights: jax.Array) -> jax.Array:
-  """float32[]: the task-weighted number of target tokens of a batch."""
+def token_normalizer(batch: Batch) -> jax.Array:
+  """float32[num_tasks]: the number of (weighted) target tokens of each task in a batch."""
   per_example = jnp.sum(batch["target_weights"].astype(jnp.float32), axis=-1)  # [B]
-  return jnp.sum(per_example * task_weights[batch["task_id"]])
+  task_mask = jax.nn.one_hot(batch["task_id"], len(TASKS), dtype=jnp.float32)  # [B, tasks]
+  return per_example @ task_mask
+
+
+def sounding_segments(batch: Batch) -> jax.Array:
+  """bool[B, T]: valid segments whose log-mel is not flat (a silent second is constant)."""
+  mask = batch["segment_mask"].astype(bool)
+  if "log_mel" not in batch:
+    return mask
+  mel = batch["log_mel"].astype(jnp.float32)  # [B, T, F, M]
+  spread = mel.max(axis=(2, 3)) - mel.min(axis=(2, 3))  # [B, T]
+  return mask & (spread > SILENT_SPREAD)
 
 
 # ----------------------------------------------------------------------------- steps
@@ -177,7 +196,7 @@ def make_train_step(model, tx: optax.GradientTransformation, schedule: optax.Sch
     return compute_loss(outputs, batch, loss_cfg, task_weights, token_norm)
 
   def micro_loss_fn(params, batch, rng, token_norm):
-    # Token loss normalised by the whole batch's token count (the parts add up); auxiliary
+    # Token loss normalised by the whole batch's token counts (the parts add up); auxiliary
     # losses are micro-batch means, so they enter with 1 / accum (their sum is the average).
     loss, metrics = loss_fn(params, batch, rng, token_norm)
     token_loss = metrics["token_loss"]
@@ -190,7 +209,7 @@ def make_train_step(model, tx: optax.GradientTransformation, schedule: optax.Sch
     if accum == 1:
       return grad_fn(params, batch, rng)
     micro = _split_microbatches(batch, accum)
-    token_norm = token_normalizer(batch, task_weights)
+    token_norm = token_normalizer(batch)
 
     def body(carry, inputs):
       index, mb = inputs

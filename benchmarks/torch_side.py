@@ -24,11 +24,26 @@ def torch_model(cfg, params):
   return model
 
 
-def token_loss(logits, targets, weights):
-  """sum(w * ce) / sum(w): logits float[B, L, V], targets int64[B, L], weights float[B, L]."""
+def token_loss(logits, targets, weights, task_id=None, num_tasks: int = 5):
+  """`steps.compute_loss`'s token loss with every task weight 1: the mean over the tasks
+  present of each task's sum(w * ce) / sum(w). logits float[B, L, V], targets int64[B, L],
+  weights float[B, L], task_id int[B] (None: one task)."""
   ce = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction="none")
   weights = weights.float()
-  return (ce.view_as(weights) * weights).sum() / weights.sum().clamp_min(1e-6)
+  per_example = (ce.view_as(weights) * weights).sum(-1)  # [B]
+  counts = weights.sum(-1)  # [B]
+  if task_id is None:
+    return per_example.sum() / counts.sum().clamp_min(1e-6)
+  onehot = F.one_hot(task_id.long(), num_tasks).float()  # [B, tasks]
+  task_sum, task_count = per_example @ onehot, counts @ onehot  # [tasks]
+  present = (task_count > 0).float()
+  return (task_sum / task_count.clamp_min(1e-6)).sum() / present.sum().clamp_min(1e-6)
+
+
+def sounding_segments(segment_mask, log_mel, silent_spread: float = 1.0):
+  """`steps.sounding_segments`: valid segments whose log-mel is not flat."""
+  spread = log_mel.float().amax(dim=(2, 3)) - log_mel.float().amin(dim=(2, 3))  # [B, T]
+  return segment_mask.bool() & (spread > silent_spread)
 
 
 def contrastive_loss(audio, visual, segment_mask, temperature: float):
@@ -39,7 +54,7 @@ def contrastive_loss(audio, visual, segment_mask, temperature: float):
   valid = segment_mask.reshape(b * t).bool()  # [BT]
   clip = torch.arange(b).repeat_interleave(t)  # [BT]
   eye = torch.eye(b * t, dtype=torch.bool)
-  keep = (eye | (clip[:, None] != clip[None, :])) & valid[None, :]  # [BT, BT]
+  keep = (eye | (clip[:, None] != clip[None, :])) & valid[None, :] & valid[:, None]
   logits = torch.where(keep, a @ v.T / temperature, torch.full((), -1e9))
   labels = torch.arange(b * t)
   both = (F.cross_entropy(logits, labels, reduction="none")
@@ -59,9 +74,11 @@ def mil_bce(video_probs, weak_labels, has_weak):
 
 def total_loss(outputs, batch, loss_cfg):
   """The training loss of `steps.compute_loss` with every task's loss weight 1."""
-  loss = token_loss(outputs["logits"], batch["target_tokens"].long(), batch["target_weights"])
+  loss = token_loss(outputs["logits"], batch["target_tokens"].long(), batch["target_weights"],
+                    batch.get("task_id"))
   loss = loss + loss_cfg.contrastive_weight * contrastive_loss(
-      outputs["audio_embed"], outputs["visual_embed"], batch["segment_mask"],
+      outputs["audio_embed"], outputs["visual_embed"],
+      sounding_segments(batch["segment_mask"], batch["log_mel"]),
       loss_cfg.contrastive_temperature)
   return loss + loss_cfg.mil_weight * mil_bce(outputs["mil_video_probs"], batch["weak_labels"],
                                               batch["has_weak"])

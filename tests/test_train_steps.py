@@ -65,8 +65,34 @@ def test_per_task_losses_and_task_loss_weights():
   np.testing.assert_allclose(logged["train/loss/avqa"], (3 * ce(0.0) + ce(1.0)) / 4, rtol=1e-5)
   np.testing.assert_allclose(logged["train/loss/avs"], ce(3.0), rtol=1e-5)
   assert "train/loss/avvp" not in logged and "train/loss/ssl" not in logged
-  # The total token loss ignores avs (weight 0): a mean over the 6 ave and avqa tokens.
-  np.testing.assert_allclose(float(loss), (2 * ce(2.0) + 3 * ce(0.0) + ce(1.0)) / 6, rtol=1e-5)
+  # The total token loss ignores avs (weight 0): the mean of the ave and avqa means, each task
+  # counting once whatever its number of tokens.
+  np.testing.assert_allclose(float(loss), (ce(2.0) + (3 * ce(0.0) + ce(1.0)) / 4) / 2,
+                             rtol=1e-5)
+  # A task weight scales that task's share: avs at weight 2 beside ave and avqa at 1.
+  loss2, _ = steps.compute_loss(outputs, batch, cfg.loss, jnp.array([1.0, 1.0, 1.0, 1.0, 2.0]))
+  np.testing.assert_allclose(
+      float(loss2), (ce(2.0) + (3 * ce(0.0) + ce(1.0)) / 4 + 2 * ce(3.0)) / 4, rtol=1e-5)
+
+
+def test_contrastive_loss_skips_silent_seconds():
+  b, t, d = 3, 4, 5
+  rng = np.random.default_rng(0)
+  log_mel = rng.normal(size=(b, t, 6, 4)).astype(np.float32)
+  log_mel[0, 1] = -13.8  # digital silence: a flat log-mel
+  log_mel[2, 3] = -13.8
+  batch = {"segment_mask": np.ones((b, t), bool), "log_mel": log_mel}
+  batch["segment_mask"][1, 0] = False
+  sounding = np.asarray(steps.sounding_segments(batch))
+  expected = np.ones((b, t), bool)
+  expected[0, 1] = expected[2, 3] = expected[1, 0] = False
+  np.testing.assert_array_equal(sounding, expected)
+  # The silent pairs do not enter the loss: changing their embeddings changes nothing.
+  audio, visual = rng.normal(size=(2, b, t, d)).astype(np.float32)
+  base = steps.losses.contrastive_loss(audio, visual, sounding)
+  audio[0, 1] += 10.0
+  np.testing.assert_allclose(steps.losses.contrastive_loss(audio, visual, sounding), base,
+                             rtol=1e-6)
 
 
 def _one_step(config, batch, model, params):

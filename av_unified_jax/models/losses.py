@@ -55,7 +55,8 @@ def contrastive_loss(audio_embed, visual_embed, segment_mask, temperature: float
   valid = segment_mask.reshape(b * t)  # [BT]
   clip = jnp.repeat(jnp.arange(b), t)  # [BT]
   eye = jnp.eye(b * t, dtype=bool)
-  keep = (eye | (clip[:, None] != clip[None, :])) & valid[None, :]  # [BT, BT]
+  # Both sides valid: an invalid segment is neither a positive nor anyone's negative.
+  keep = (eye | (clip[:, None] != clip[None, :])) & valid[None, :] & valid[:, None]  # [BT, BT]
   logits = jnp.where(keep, a @ v.T / temperature, -1e9)  # [BT, BT]
   labels = jnp.arange(b * t)
   loss_av = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
