@@ -31,6 +31,11 @@ class MaskCodeTable:
 
   def __init__(self, codes: dict[str, np.ndarray]):
     self.codes = codes
+    # The code of most cells: in masks of objects on empty ground, the empty cell's code.
+    self.background_code = None
+    if codes:
+      counts = np.bincount(np.concatenate([np.ravel(c) for c in codes.values()]))
+      self.background_code = int(np.argmax(counts))
 
   def __call__(self, example_id: str, frame: int) -> np.ndarray | None:
     return self.codes.get(f"{example_id}/{int(frame)}")
@@ -71,12 +76,22 @@ class MaskCodeTable:
   @classmethod
   def for_run(cls, config, tokenizer_dir: str | os.PathLike, split: str | None = None,
               log=print) -> MaskCodeTable:
-    """The table of `config.tasks.avs.dataset`'s training split, cached in `tokenizer_dir`."""
+    """The table of the training split of every dataset AVS trains on
+    (`config.tasks.avs.dataset` and `extra_train_datasets`), each cached in `tokenizer_dir`."""
     from av_unified_jax.data import pipeline  # pylint: disable=g-import-not-at-top
-    from av_unified_jax.models import mask_tokenizer as mt  # pylint: disable=g-import-not-at-top
 
     split = split or config.data.train_split
-    dataset = config.tasks.avs.dataset
+    codes = {}
+    sources = pipeline.open_train_sources(config, "avs", split)
+    for name, source in zip(pipeline.train_dataset_names(config, "avs"), sources, strict=True):
+      codes.update(cls._for_dataset(config, tokenizer_dir, name, source, split, log).codes)
+    return cls(codes)
+
+  @classmethod
+  def _for_dataset(cls, config, tokenizer_dir, dataset: str, source, split: str,
+                   log=print) -> MaskCodeTable:
+    from av_unified_jax.models import mask_tokenizer as mt  # pylint: disable=g-import-not-at-top
+
     cache = Path(tokenizer_dir) / CACHE_FILE.format(dataset=dataset, split=split)
     if cache.exists():
       return cls.load(cache)
@@ -84,7 +99,7 @@ class MaskCodeTable:
     if cfg.codebook_size != int(config.tokens.num_mask_codes):
       raise ValueError(f"the mask tokenizer in {tokenizer_dir} has {cfg.codebook_size} codes "
                        f"but config.tokens.num_mask_codes={config.tokens.num_mask_codes}")
-    table = cls.build(pipeline.open_source(config, "avs", split), cfg, variables, log=log)
+    table = cls.build(source, cfg, variables, log=log)
     if jax.process_index() == 0:
       table.save(cache)
     log(f"mask codes: {len(table)} {dataset}/{split} masks encoded -> {cache}")

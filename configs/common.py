@@ -110,6 +110,9 @@ def base_config() -> ml_collections.ConfigDict:
         "dataset": dataset,  # Name of the converted dataset under data.shards_dir.
         "weight": weight,  # Sampling weight in the mixture (0 disables the task).
         "loss_weight": 1.0,  # Weight of this task's token cross-entropy.
+        # More converted datasets of this task mixed into its training examples (evaluation
+        # reads `dataset` only), e.g. AVS: ("avsbench_ms3",) beside S4's first-frame masks.
+        "extra_train_datasets": (),
     })
 
   # Losses.
@@ -119,6 +122,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.loss.mil_weight = 1.0  # Multiple-instance loss on weak LLP labels.
   c.loss.contrastive_temperature = 0.07  # Temperature of the contrastive loss.
   c.loss.map_weight = 1.0  # Sound-source map vs the focus frame's mask, where one exists (AVS).
+  c.loss.avs_background_weight = 1.0  # Weight of AVS target tokens of the background code.
 
   # Optimizer and schedule.
   c.optim = ml_collections.ConfigDict()

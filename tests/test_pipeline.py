@@ -374,3 +374,29 @@ def test_iterator_state_round_trips_through_the_checkpoint_handler(data, tok, tm
   fresh = pipeline.make_train_iterator(config, tok, process_index=0, process_count=1)
   handler.restore(epath.Path(tmp_path), checkpointing.DataIteratorRestore(fresh))
   assert_batches_equal(expected, take(fresh, 2))
+
+
+def test_avs_trains_on_extra_datasets_and_weighs_background_codes(data, tok):
+  root, uids = data
+  config = make_config(root, {"avs": 1})
+  config.tasks.avs.extra_train_datasets = ("avsbench_ms3",)
+  config.loss.avs_background_weight = 0.25
+  table = CodeTable()
+  table.background_code = 7
+  it = pipeline.make_train_iterator(config, tok, mask_codes=table, process_index=0,
+                                    process_count=1)
+  batches = take(it, 6)
+  s4, ms3 = set(uids[("avsbench_s4", "train")]), set(uids[("avsbench_ms3", "train")])
+  seen = {int(u) for b in batches for u in uid_of(b)}
+  assert seen & s4 and seen & ms3  # Both datasets feed the AVS stream.
+  # MS3 annotates all five training frames: the focus is not always frame 0.
+  assert any(b["focus_segment"].max() > 0 for b in batches)
+  background = tok.encode_target("avs", np.full(tok.mask_grid, 7, np.int32))[0]
+  for b in batches:
+    w, t = b["target_weights"], b["target_tokens"]
+    np.testing.assert_array_equal(w[t == background], 0.25)
+    np.testing.assert_array_equal(w[(t != background) & (t != 0)], 1.0)
+  config.tasks.avs.extra_train_datasets = ("ave",)
+  with pytest.raises(ValueError, match="extra_train_datasets"):
+    pipeline.make_train_iterator(config, tok, mask_codes=table, process_index=0,
+                                 process_count=1)

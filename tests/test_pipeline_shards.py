@@ -133,7 +133,9 @@ def avs_examples(rng, uids, split, count, dataset="avsbench_s4"):
   out = []
   for i in range(count):
     ex, _, mask = common(rng, uids.take(dataset, split), f"avs{split}{i}", 5)
-    annotated = [True] * 5 if split != "train" else [True, False, False, False, False]
+    # S4 training clips annotate only the first frame; MS3 annotates all five in every split.
+    annotated = [True] * 5 if split != "train" or dataset == "avsbench_ms3" \
+        else [True, False, False, False, False]
     masks = [png(mask) if a else b"" for a in annotated]
     extra = {"category": "dog_barking"} if dataset == "avsbench_s4" else {}
     out.append({**ex, **extra, "masks": masks, "mask_annotated": annotated})

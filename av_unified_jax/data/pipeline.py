@@ -71,6 +71,41 @@ def open_source(config, task: str, split: str) -> shards.ShardSource:
   return shards.open_split(dataset_dir(config, task), split)
 
 
+def train_dataset_names(config, task: str) -> list[str]:
+  """The converted datasets `task` trains on: `dataset` then `extra_train_datasets`."""
+  names = [config.tasks[task].dataset] + list(config.tasks[task].extra_train_datasets or ())
+  bad = [n for n in names[1:] if n not in tasks.TASKS[task].datasets]
+  if bad:
+    raise ValueError(f"config.tasks.{task}.extra_train_datasets={tuple(names[1:])}: {bad} "
+                     f"is not a dataset of task {task!r} (one of {tasks.TASKS[task].datasets})")
+  return list(dict.fromkeys(names))
+
+
+def open_train_sources(config, task: str, split: str) -> list[shards.ShardSource]:
+  """The split of every dataset `task` trains on (`train_dataset_names`)."""
+  dataset_dir(config, task)  # Checks the task, its dataset and shards_dir.
+  return [shards.open_split(os.path.join(config.data.shards_dir, n), split)
+          for n in train_dataset_names(config, task)]
+
+
+class ConcatSource:
+  """Random access over several sources, one after the other (picklable for grain)."""
+
+  def __init__(self, sources):
+    self.sources = list(sources)
+    self.offsets = np.cumsum([0] + [len(s) for s in self.sources])
+
+  def __len__(self) -> int:
+    return int(self.offsets[-1])
+
+  def __getitem__(self, index: int):
+    k = int(np.searchsorted(self.offsets, index, side="right") - 1)
+    return self.sources[k][int(index - self.offsets[k])]
+
+  def __repr__(self) -> str:
+    return f"ConcatSource({self.sources!r})"
+
+
 def active_tasks(config) -> list[str]:
   """Tasks with a positive weight, in `tasks.TASK_ORDER` order."""
   active = [t for t in tasks.TASK_ORDER if float(config.tasks[t].weight) > 0]
@@ -135,7 +170,8 @@ def example_transforms(config, task: str, tokenizer, *, train: bool,
                                         mel_shift=int(config.data.mel_shift))
   tokens_op = tasks.TaskTokens(task, tokenizer, int(config.tokens.max_prompt_len),
                                int(config.tokens.max_target_len), train=train,
-                               mask_codes=mask_codes)
+                               mask_codes=mask_codes,
+                               background_weight=float(config.loss.avs_background_weight))
   return [select, *clip_ops, tokens_op,
           tasks.ModelExample(task, int(config.data.num_segments), eval_fields=not train)]
 
@@ -152,11 +188,14 @@ def apply_transforms(ds: grain.MapDataset, ops: list, seed: int) -> grain.MapDat
 def task_stream(config, task: str, tokenizer, *, process_index: int, process_count: int,
                 mask_codes: MaskCodes | None = None, model_cfg=None) -> grain.MapDataset:
   """Infinite MapDataset of this process's training examples of one task."""
-  source = open_source(config, task, config.data.train_split)
-  check_source(config, task, source, model_cfg)
+  sources = open_train_sources(config, task, config.data.train_split)
+  for part in sources:
+    check_source(config, task, part, model_cfg)
+  source = sources[0] if len(sources) == 1 else ConcatSource(sources)
   if len(source) < process_count:
-    raise ValueError(f"{source.dataset_dir}/{config.data.train_split} has {len(source)} "
-                     f"examples, fewer than the {process_count} processes reading it")
+    raise ValueError(f"{[s.dataset_dir for s in sources]} {config.data.train_split} has "
+                     f"{len(source)} examples, fewer than the {process_count} processes "
+                     "reading it")
   ds = grain.MapDataset.source(source)[process_index::process_count]
   index = tasks.task_id(task)
   ds = ds.shuffle(seed=_seed(config.seed, index, 1)).repeat()

@@ -21,7 +21,9 @@ every real token including <eos>, 0 on padding and on the whole target when it i
         clip still trains the contrastive loss.
   avs   the prompt names the focus second k; target = `mask_codes(example_id, k)` (int[Kh, Kw]
         codes of that frame's stored mask, precomputed with the mask tokenizer). None (or no
-        `mask_codes`, or no mask at k) -> zero weights. Geometric augmentation is off for AVS:
+        `mask_codes`, or no mask at k) -> zero weights. Tokens of the table's background code
+        (`mask_codes.background_code`, the code of most cells) weigh `background_weight`, so
+        that the few object cells are not drowned by the many empty ones. Geometric augmentation is off for AVS:
         precomputed codes describe the stored mask, not a cropped or flipped one.
 Flip is off for MUSIC-AVQA: questions and answers say "left" and "right".
 """
@@ -90,6 +92,7 @@ class TaskTokens:
   max_target_len: int
   train: bool = True
   mask_codes: MaskCodes | None = None
+  background_weight: float = 1.0
 
   random = False
 
@@ -108,10 +111,21 @@ class TaskTokens:
         raise ValueError(f"{self.task} target of {ex.get('id')!r} has {len(target)} tokens, "
                          f"more than tokens.max_target_len={self.max_target_len}; raise it")
       weights[:len(target)] = 1.0
+      if self.task == "avs" and self.background_weight != 1.0:
+        weights[:len(target)][np.asarray(target) == self._background_token()] = \
+            self.background_weight
     weak, has_weak = self._weak(ex)
     return {**clip, "prompt_tokens": _pad(prompt, self.max_prompt_len),
             "target_tokens": _pad(target if target is not None else [], self.max_target_len),
             "target_weights": weights, "weak_labels": weak, "has_weak": has_weak}
+
+  def _background_token(self) -> int:
+    """Token id of the mask codes' background code (-1 when unknown)."""
+    code = getattr(self.mask_codes, "background_code", None)
+    if code is None:
+      return -1
+    return int(self.tokenizer.encode_target("avs", np.full(self.tokenizer.mask_grid, code,
+                                                          np.int32))[0])
 
   # ------------------------------------------------------------------ tasks
   def _encode(self, task, annotation, weak=False):
