@@ -75,15 +75,29 @@ def export(config, flags, **_) -> int:
     raise UserError(str(e)) from None
 
 
+def config_overrides(flags) -> dict:
+  """{dotted key: value} of the `--config.<key>=value` flags given on the command line."""
+  try:
+    from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+
+    return dict(config_flags.get_override_values(flags["config"]))
+  except (KeyError, TypeError, AttributeError):
+    return {}  # Not parsed by main.py (e.g. a namespace in tests): no overrides.
+
+
 def evaluate(config, flags, **_) -> int:
-  """--mode=eval: evaluates W's latest (or --step) checkpoint into W/eval/<step>/."""
+  """--mode=eval: evaluates W's latest (or --step) checkpoint with the run's own config
+  (W/config.json) and the evaluation overrides given as --config.<key> (data.shards_dir,
+  data.eval_split, eval.*, ...; any other key is an error) into W/eval/<step>/..."""
   del config  # The run's own config (W/config.json) says what to evaluate.
   if not flags.workdir:
     raise UserError("--mode=eval needs --workdir=W (a trained run)")
   from av_unified_jax import evaluate as evaluate_lib
 
+  overrides = config_overrides(flags)
   try:
-    evaluate_lib.evaluate_workdir(flags.workdir, flags.step)
+    evaluate_lib.check_eval_overrides(overrides)
+    evaluate_lib.evaluate_workdir(flags.workdir, flags.step, overrides=overrides)
   except evaluate_lib.RunError as e:
     raise UserError(str(e)) from None
   return 0

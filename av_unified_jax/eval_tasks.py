@@ -76,6 +76,11 @@ def _png(array_uint8: np.ndarray) -> bytes:
   return buf.getvalue()
 
 
+def _video_id(example) -> str:
+  """The video an example comes from (bootstrap intervals resample videos)."""
+  return str(example.get("video_id", example["id"]))
+
+
 def _check_classes(task: str, classes: Sequence[str], limit: int) -> tuple[str, ...]:
   if len(classes) > limit:
     raise ValueError(f"{task}: the label set has {len(classes)} classes, more than the "
@@ -142,7 +147,8 @@ class AveTask(EvalTask):
     t = int(np.shape(example["log_mel"])[0])
     ann = {"label": str(example["category"]), "start": int(example["start"]),
            "end": int(example["end"])}
-    return {"id": str(example["id"]), "segments": self.segment_labels(ann, t)}
+    return {"id": str(example["id"]), "video_id": _video_id(example),
+            "segments": self.segment_labels(ann, t)}
 
   def segment_labels(self, ann, num_segments: int) -> np.ndarray:
     """int32[T] class index per segment, background 28; the event covers [start, end).
@@ -214,9 +220,21 @@ class AvvpTask(EvalTask):
 
   def ground_truth(self, example) -> dict:
     t = int(np.shape(example["log_mel"])[0])
-    return {"id": str(example["id"]),
+    return {"id": str(example["id"]), "video_id": _video_id(example),
             "GT_a": self._matrix(example["audio_labels"], example["audio_spans"], t),
             "GT_v": self._matrix(example["visual_labels"], example["visual_spans"], t)}
+
+  def ground_truth_from_rows(self, example, audio_rows, visual_rows) -> dict:
+    """The ground truth of `example` from (class, start, end) rows given separately (e.g. a
+    demo's composed annotation for a split that stores only weak labels)."""
+    t = int(np.shape(example["log_mel"])[0])
+
+    def matrix(rows):
+      rows = [tuple(r) for r in rows]
+      return self._matrix([r[0] for r in rows], [r[1:] for r in rows], t)
+
+    return {"id": str(example["id"]), "video_id": _video_id(example),
+            "GT_a": matrix(audio_rows), "GT_v": matrix(visual_rows)}
 
   def interpret(self, tokens, aux, queries) -> list[dict]:
     if self.source == "mil":
@@ -269,7 +287,8 @@ class AvqaTask(EvalTask):
     self.answers = tuple(tokenizer.label_sets["avqa"])
 
   def ground_truth(self, example) -> dict:
-    return {"id": str(example["id"]), "question_id": int(example["question_id"]),
+    return {"id": str(example["id"]), "video_id": _video_id(example),
+            "question_id": int(example["question_id"]),
             "question": str(example["question"]), "answer": str(example["answer"]),
             "type": tuple(str(t) for t in example["question_type"])}
 
@@ -331,8 +350,13 @@ class SslTask(EvalTask):
     self.aux_keys = ("loc_maps",) if self.source == "map" else ()
 
   def ground_truth(self, example) -> dict:
-    boxes = np.asarray(example["boxes"], np.float64).reshape(-1, 4)
-    return {"id": str(example["id"]), "boxes": boxes.tolist(),
+    return self.ground_truth_from_boxes(example, example["boxes"])
+
+  def ground_truth_from_boxes(self, example, boxes) -> dict:
+    """The ground truth of `example` with the normalised [x0, y0, x1, y1] `boxes` (the stored
+    ones, or given separately for a split that stores none)."""
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    return {"id": str(example["id"]), "video_id": _video_id(example), "boxes": boxes.tolist(),
             "gt_map": metrics.vggss_gt_map(boxes.tolist())}
 
   def interpret(self, tokens, aux, queries) -> list[dict]:
@@ -399,7 +423,8 @@ class AvsTask(EvalTask):
 
     masks = decode_masks(example)  # bool[5, H, W]
     annotated = np.asarray(example["mask_annotated"], bool)
-    return {"id": str(example["id"]), "masks": masks, "annotated": annotated}
+    return {"id": str(example["id"]), "video_id": _video_id(example), "masks": masks,
+            "annotated": annotated}
 
   def interpret(self, tokens, aux, queries) -> list[dict]:
     del aux

@@ -1,6 +1,6 @@
 """Evaluation: constrained decoding (or auxiliary maps) -> detokenize -> official metrics.
 
-    results = evaluate.evaluate_workdir(workdir, step=None)     # --mode=eval
+    step, results = evaluate.evaluate_workdir(workdir, step=None, overrides={})  # --mode=eval
     train.train_and_evaluate(config, W, make_evaluate_fn=evaluate.make_evaluate_fn)
 
 For every task with a positive weight, the evaluation split (`config.data.eval_split`, at most
@@ -12,9 +12,14 @@ outputs into the metric inputs, and `av_unified_jax.metrics` scores them. Writte
 
   eval/<step>/results.json            {task: {metric: value}} (metric names as returned by
                                       av_unified_jax.metrics; fractions in [0, 1])
+  eval/<step>/intervals.json          95 % bootstrap intervals over videos (`intervals`)
   eval/<step>/<task>/predictions.json readable predictions (AVE segment labels per video, AVVP
                                       events, AVQA answers by question id, SSL and AVS files)
   eval/<step>/ssl/heatmaps/<id>.png, eval/<step>/avs/masks/<id>_<frame>.png
+
+`--mode=eval` may override the keys of EVAL_OVERRIDES over the run's config (another copy of
+the data, another split, eval.*); another split or copy is written under eval/<step>/ (see
+`evaluation_dir`).
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import collections
 import dataclasses
 import json
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,10 +37,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from av_unified_jax import decoding, eval_tasks, sharding, tokens
+from av_unified_jax import intervals as intervals_lib
 from av_unified_jax.models.model import AVUnified
 
 EVAL_DIR = "eval"
 RESULTS_FILE = "results.json"
+INTERVALS_FILE = "intervals.json"  # {task: {metric: [low, high]}}: 95 % bootstrap over videos.
 MASK_TOKENIZER_DIR = "mask_tokenizer"  # W/mask_tokenizer: the run's mask tokenizer.
 AUX_KEYS = ("loc_maps", "mil_frame_probs", "mil_video_probs")  # What eval_tasks may read.
 
@@ -159,6 +166,48 @@ def load_mask_decoder(workdir: str | Path, tokenizer, batch_size: int = 16) -> M
 
 
 # ----------------------------------------------------------------------------- evaluator
+GroundTruthFn = Callable[[eval_tasks.EvalTask, Mapping[str, Any]], dict]
+
+
+@dataclasses.dataclass
+class TaskScores:
+  """One task's evaluation: metrics {name: value}, intervals {name: (low, high)} (95 %
+  bootstrap over videos), the number of evaluated examples and of videos."""
+
+  metrics: dict[str, float]
+  intervals: dict[str, tuple[float, float]]
+  examples: int
+  videos: int
+
+
+@dataclasses.dataclass
+class Evaluation:
+  """Every task's results {task: {metric: value}}, intervals {task: {metric: (low, high)}},
+  and counts of examples and videos per task."""
+
+  results: dict[str, dict[str, float]]
+  intervals: dict[str, dict[str, tuple[float, float]]]
+  examples: dict[str, int]
+  videos: dict[str, int]
+
+  def write(self, out_dir: str | Path) -> None:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / RESULTS_FILE).write_text(json.dumps(self.results, indent=1, sort_keys=True)
+                                        + "\n")
+    (out_dir / INTERVALS_FILE).write_text(json.dumps(
+        intervals_lib.summary(self.intervals, self.videos), indent=1, sort_keys=True) + "\n")
+
+
+def read_intervals(directory: str | Path) -> dict[str, dict[str, tuple[float, float]]] | None:
+  """{task: {metric: (low, high)}} from `directory`/intervals.json, None if it is not there."""
+  path = Path(directory) / INTERVALS_FILE
+  if not path.exists():
+    return None
+  saved = json.loads(path.read_text())["intervals"]
+  return {t: {m: (float(lo), float(hi)) for m, (lo, hi) in v.items()} for t, v in saved.items()}
+
+
 @dataclasses.dataclass
 class Evaluator:
   """Evaluates parameters on every active task (see the module docstring).
@@ -187,30 +236,64 @@ class Evaluator:
   def make_task(self, name: str) -> eval_tasks.EvalTask:
     return eval_tasks.TASKS[name](self.tokenizer, self.config.eval, self.mask_decoder)
 
-  def evaluate(self, params, out_dir: str | Path) -> dict[str, dict[str, float]]:
-    """Scores every active task; writes results.json and the predictions into `out_dir`."""
+  def evaluate(self, params, out_dir: str | Path, **kwargs) -> dict[str, dict[str, float]]:
+    """Scores every active task; writes results.json, intervals.json and the predictions into
+    `out_dir`; returns the results. `kwargs` as in `evaluate_split`."""
+    return self.evaluate_split(params, out_dir, **kwargs).results
+
+  def evaluate_split(self, params, out_dir: str | Path, *, split: str | None = None,
+                     max_examples: int | Mapping[str, int] | None = None,
+                     ground_truth: Mapping[str, GroundTruthFn] | None = None,
+                     tasks: Sequence[str] | None = None) -> Evaluation:
+    """Scores `tasks` (default: every active task) on `split` (default config.data.eval_split)
+    with their bootstrap intervals; writes results.json, intervals.json and the predictions
+    into `out_dir`.
+
+    Args:
+      params: the model parameters.
+      out_dir: where the files go.
+      split: the converted split to read.
+      max_examples: evaluation examples per task (0 = all; default config.eval.max_examples),
+        or {task: count}.
+      ground_truth: {task: fn(eval_task, example) -> gt dict} replacing `task.ground_truth`
+        (e.g. a demo's composed annotation of a split that stores no dense labels).
+      tasks: the tasks to score.
+    """
     out_dir = Path(out_dir)
-    results = {}
-    for name in self.tasks():
+    evaluation = Evaluation({}, {}, {}, {})
+    for name in tasks if tasks is not None else self.tasks():
       if name == "avs" and self.mask_decoder is None:
         self.log("eval avs: skipped (no mask tokenizer in the work directory)")
         continue
       t0 = time.perf_counter()
-      results[name], count = self.evaluate_task(name, params, out_dir / name)
-      shown = ", ".join(f"{k} {v:.4f}" for k, v in results[name].items())
-      self.log(f"eval {name}: {count} examples in {time.perf_counter() - t0:.1f} s: {shown}")
+      limit = max_examples.get(name) if isinstance(max_examples, Mapping) else max_examples
+      scores = self.score_task(name, params, out_dir / name, split=split, max_examples=limit,
+                               ground_truth=(ground_truth or {}).get(name))
+      evaluation.results[name], evaluation.intervals[name] = scores.metrics, scores.intervals
+      evaluation.examples[name], evaluation.videos[name] = scores.examples, scores.videos
+      shown = ", ".join(f"{k} {v:.4f}" for k, v in scores.metrics.items())
+      self.log(f"eval {name}: {scores.examples} examples in {time.perf_counter() - t0:.1f} s: "
+               f"{shown}")
     if jax.process_index() == 0:
-      out_dir.mkdir(parents=True, exist_ok=True)
-      (out_dir / RESULTS_FILE).write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
-    return results
+      evaluation.write(out_dir)
+    return evaluation
 
   def evaluate_task(self, name: str, params, out_dir: Path) -> tuple[dict[str, float], int]:
     """One task's metrics and the number of evaluated examples (predictions into out_dir)."""
+    scores = self.score_task(name, params, out_dir)
+    return scores.metrics, scores.examples
+
+  def score_task(self, name: str, params, out_dir: Path, *, split: str | None = None,
+                 max_examples: int | None = None,
+                 ground_truth: GroundTruthFn | None = None) -> TaskScores:
+    """One task's metrics, their bootstrap intervals over videos and the counts (predictions
+    into out_dir). Arguments as in `evaluate_split`."""
     from av_unified_jax.data import pipeline  # pylint: disable=g-import-not-at-top
 
     task = self.make_task(name)
-    data = pipeline.make_eval_batches(self.config, name, self.tokenizer,
-                                      mask_codes=self.mask_codes)
+    data = pipeline.make_eval_batches(self.config, name, self.tokenizer, split=split,
+                                      max_examples=max_examples, mask_codes=self.mask_codes)
+    truth = (lambda example: ground_truth(task, example)) if ground_truth else task.ground_truth
     gts: dict[int, dict] = {}
     outputs: dict[int, list[dict]] = collections.defaultdict(list)
     with sharding.activate(self.mesh, self.rules):
@@ -221,7 +304,7 @@ class Evaluator:
         keep = np.flatnonzero(rows["valid"])
         for i in rows["example_index"][keep]:
           if int(i) not in gts:
-            gts[int(i)] = task.ground_truth(data.source[int(i)])
+            gts[int(i)] = truth(data.source[int(i)])
         queries = [eval_tasks.row_query(gts[int(rows["example_index"][j])],
                                         int(rows["focus_segment"][j]),
                                         int(rows["frame_index"][j]),
@@ -232,10 +315,12 @@ class Evaluator:
           outputs[int(rows["example_index"][j])].append(out)
     order = sorted(gts)
     gt_list, out_list = [gts[i] for i in order], [outputs[i] for i in order]
-    result = task.score(gt_list, out_list)
+    result = {k: float(v) for k, v in task.score(gt_list, out_list).items()}
+    bounds = intervals_lib.bootstrap(task, gt_list, out_list)
     if jax.process_index() == 0:
       task.write(out_dir, gt_list, out_list)
-    return {k: float(v) for k, v in result.items()}, len(order)
+    return TaskScores(result, {k: v for k, v in bounds.items() if k in result}, len(order),
+                      len(set(intervals_lib.video_keys(gt_list))))
 
   def _global(self, local: Mapping[str, np.ndarray]) -> dict:
     return to_global(local, self.mesh, self.rules)
@@ -272,6 +357,7 @@ def make_evaluate_fn(ctx) -> Callable[[Any, int], dict]:
   def evaluate_fn(state, step: int):
     return evaluator.evaluate(state.params, eval_dir(ctx.workdir, step))
 
+  evaluate_fn.evaluator = evaluator  # The main job scores more splits with it.
   return evaluate_fn
 
 
@@ -323,14 +409,61 @@ class Run:
   mask_decoder: MaskDecoder | None
 
 
-def load_run(workdir: str | Path, step: int | None = None) -> Run:
-  """Loads W's config, tokenizer, mask tokenizer and the checkpoint `step` (default latest)."""
+# Config keys that may differ between training and an evaluation of the trained run: which
+# data is read (data.shards_dir, data.eval_split, data.prefetch, tasks.<t>.dataset, and
+# tasks.<t>.weight: 0 leaves a task out), how it is scored (eval.*) and the device mesh.
+EVAL_OVERRIDES = ("data.shards_dir", "data.eval_split", "data.prefetch", "eval.*", "mesh.*",
+                  "tasks.*.dataset", "tasks.*.weight")
+
+
+def _eval_override_allowed(key: str) -> bool:
+  parts = key.split(".")
+  for pattern in EVAL_OVERRIDES:
+    want = pattern.split(".")
+    if len(parts) >= len(want) and all(w in ("*", p) for w, p in zip(want, parts)):
+      if want[-1] != "*" and len(parts) != len(want):
+        continue
+      return True
+  return False
+
+
+def check_eval_overrides(overrides: Mapping[str, Any]) -> None:
+  """Raises RunError naming every overridden key that cannot apply to an evaluation."""
+  bad = [k for k in overrides if not _eval_override_allowed(k)]
+  if bad:
+    names = ", ".join(f"--config.{k}" for k in bad)
+    raise RunError(f"{names} cannot apply to eval: a trained run is evaluated with its own "
+                   f"config (W/config.json); only {', '.join(EVAL_OVERRIDES)} may be overridden")
+
+
+def apply_overrides(config, overrides: Mapping[str, Any]):
+  """A copy of `config` with the dotted `overrides` ({"data.shards_dir": "..."}) applied
+  (checked by `check_eval_overrides`)."""
+  check_eval_overrides(overrides)
+  config = config.copy_and_resolve_references()
+  config.unlock()
+  for key, value in overrides.items():
+    *parents, leaf = key.split(".")
+    node = config
+    for p in parents:
+      node = node[p]
+    node[leaf] = _tuples(value) if isinstance(value, list) else value
+  config.lock()
+  return config
+
+
+def load_run(workdir: str | Path, step: int | None = None,
+             overrides: Mapping[str, Any] | None = None) -> Run:
+  """Loads W's config (with the evaluation `overrides`, see `apply_overrides`), tokenizer,
+  mask tokenizer and the checkpoint `step` (default latest)."""
   from av_unified_jax import checkpointing, steps, train  # pylint: disable=g-import-not-at-top
   from av_unified_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   from av_unified_jax import models  # pylint: disable=g-import-not-at-top
 
   workdir = Path(workdir).absolute()  # orbax reads absolute paths only
   config = load_run_config(workdir)
+  if overrides:
+    config = apply_overrides(config, overrides)
   if not (workdir / pipeline.TOKENIZER_DIR / "tokenizer.json").exists():
     raise RunError(f"{workdir / pipeline.TOKENIZER_DIR} not found: the run saved no tokenizer "
                    "(it is written when training starts); train first")
@@ -358,13 +491,60 @@ def load_run(workdir: str | Path, step: int | None = None) -> Run:
   return Run(config, tokenizer, model, state.params, mesh, rules, step, decoder)
 
 
+def evaluation_dir(workdir: str | Path, step: int, run_config, config) -> Path:
+  """Where an evaluation of W's checkpoint `step` goes: W/eval/<step>/ on the run's own data,
+  W/eval/<step>/<split>/ on another split of it, W/eval/<step>/<shards dir as a name>/<split>/
+  on another copy of the data (`--config.data.shards_dir`)."""
+  out = eval_dir(workdir, step)
+  own = str(Path(run_config.data.shards_dir).absolute())
+  other = str(Path(config.data.shards_dir).absolute())
+  if own != other:
+    return out / ("_".join(p for p in Path(other).parts if p not in ("/", "\\", ""))
+                  .replace(":", "")) / config.data.eval_split
+  if config.data.eval_split != run_config.data.eval_split:
+    return out / config.data.eval_split
+  return out
+
+
 def evaluate_workdir(workdir: str | Path, step: int | None = None,
-                     log: Callable[[str], None] = print) -> tuple[int, dict]:
-  """--mode=eval: evaluates checkpoint `step` (default latest) of W; returns (step, results)."""
-  run = load_run(workdir, step)
+                     log: Callable[[str], None] = print,
+                     overrides: Mapping[str, Any] | None = None) -> tuple[int, dict]:
+  """--mode=eval: evaluates checkpoint `step` (default latest) of W, with the evaluation
+  `overrides` ({dotted key: value}, see `apply_overrides`) over the run's config; returns
+  (step, results). Written to `evaluation_dir`."""
+  overrides = dict(overrides or {})
+  check_eval_overrides(overrides)  # before loading anything
+  run = load_run(workdir, step, overrides)
   evaluator = Evaluator(run.config, run.tokenizer, run.model, run.mesh, run.rules,
                         run.mask_decoder, log)
-  out = eval_dir(workdir, run.step)
+  out = evaluation_dir(workdir, run.step, load_run_config(workdir), run.config)
+  if overrides:
+    shown = ", ".join(f"{k}={v!r}" for k, v in overrides.items())
+    log(f"evaluating step {run.step} with {shown} over {Path(workdir) / 'config.json'}")
   results = evaluator.evaluate(run.params, out)
-  log(f"results of step {run.step}: {out / RESULTS_FILE}")
+  log(f"results of step {run.step}: {out / RESULTS_FILE} (intervals: {out / INTERVALS_FILE})")
   return run.step, results
+
+
+def clip_sample(config, task: str, split: str, clips: int) -> tuple[int, int]:
+  """The first `clips` videos of `task`'s `split` in stored order (all when it has fewer):
+  (evaluation examples covering them, to pass as max_examples; the number of videos).
+  An AVQA video brings all its questions, an AVS video all its annotated frames."""
+  from av_unified_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+
+  source = pipeline.open_source(config, task, split)
+  items = pipeline.eval_items(task, source)
+  videos: dict[str, None] = {}
+  count = 0
+  cache: dict[int, str] = {}
+  for index in items[:, 0]:
+    index = int(index)
+    if index not in cache:
+      example = source[index]
+      cache[index] = str(example.get("video_id", example["id"]))
+    if cache[index] not in videos:
+      if len(videos) == clips:
+        break
+      videos[cache[index]] = None
+    count += 1
+  return count, len(videos)

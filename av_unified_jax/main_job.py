@@ -4,10 +4,15 @@
   2. mask tokenizer: trained on the demo's training masks (configs/mask_tokenizer.py:demo),
      kept in the run as W/mask_tokenizer, and the AVS training targets encoded with it;
   3. training: configs/demo.py in W = ./runs/demo (resumed if a checkpoint is there), with
-     the evaluation of all five tasks at the end (W/eval/<step>/results.json);
-  4. baselines: the trivial predictors of `baselines` on the same test examples;
-  5. report: a table of the official metrics next to the strongest baseline, printed and
-     written to W/main_job/summary.json, and plots in W/plots/ (losses, results).
+     the evaluation of all five tasks at the end (W/eval/<step>/results.json, intervals.json);
+  4. more splits, same parameters: `test_novel` (skipped with a note when not converted) and
+     the first TRAIN_CLIPS training videos of each task (AVVP and SSL against the demo's
+     composed ground truth, DIR/metadata/<dataset>.json, where the split has no dense
+     labels), into W/main_job/<test_novel|train>/;
+  5. baselines: the trivial predictors of `baselines` on the same examples of each split;
+  6. report: per split a table of the official metrics, the model's 95 % bootstrap interval
+     over videos (`intervals`) and the strongest baseline, printed and written to
+     W/main_job/summary.json (rows, rows_novel, rows_train), and plots in W/plots/.
 
 Every stage reuses what an earlier run left (data, tokenizer, checkpoints), so a second run
 is quick and an interrupted one continues.
@@ -15,6 +20,7 @@ is quick and an interrupted one continues.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Callable
@@ -22,7 +28,11 @@ from pathlib import Path
 
 import numpy as np
 
+from av_unified_jax import intervals as intervals_lib
+
 DEMO_DIR = Path("demo_data")
+NOVEL_SPLIT = "test_novel"  # The demo's held-out split of unseen combinations.
+TRAIN_CLIPS = 50  # Training videos per task in the train table (the first, in stored order).
 WORKDIR = Path("runs/demo")
 # (task, metric) pairs shown in the table; the first metric of each task decides "beats".
 HEADLINE = {
@@ -102,9 +112,10 @@ def train_mask_tokenizer(config, workdir: Path, tokenizer_config=None, log=print
   return out
 
 
-def train_and_evaluate(config, workdir: Path, log=print) -> int:
+def train_and_evaluate(config, workdir: Path, log=print, final: dict | None = None) -> int:
   """Training with the pipeline over the demo shards (AVS targets from the mask codes) and
-  the evaluation of every task at the end."""
+  the evaluation of every task at the end. `final` (when given) receives the evaluator and
+  the parameters of that last evaluation ("evaluator", "params"), to score more splits."""
   from av_unified_jax import evaluate, mask_codes, models, train
   from av_unified_jax.data import pipeline  # pylint: disable=g-import-not-at-top
 
@@ -115,35 +126,166 @@ def train_and_evaluate(config, workdir: Path, log=print) -> int:
         config, workdir / evaluate.MASK_TOKENIZER_DIR, log=log)
   data = pipeline.make_train_data(config, tokenizer, mask_codes=codes,
                                   model_cfg=models.model_config_from(config.model))
-  return train.train_and_evaluate(config, workdir, data=data,
-                                  make_evaluate_fn=evaluate.make_evaluate_fn)
+
+  def make_evaluate_fn(ctx):
+    evaluate_fn = evaluate.make_evaluate_fn(ctx)
+
+    def hook(state, step):
+      out = evaluate_fn(state, step)
+      if final is not None and step == config.total_steps:
+        final.update(evaluator=getattr(evaluate_fn, "evaluator", None), params=state.params)
+      return out
+
+    return hook
+
+  return train.train_and_evaluate(config, workdir, data=data, make_evaluate_fn=make_evaluate_fn)
 
 
-def baseline_scores(config, workdir: Path, log=print) -> dict[str, dict[str, dict[str, float]]]:
-  """{task: {baseline: {metric: value}}} on the evaluation examples the model was scored on
-  (the run's tokenizer gives the class order, as in the evaluation)."""
+# ----------------------------------------------------------------------------- splits
+@dataclasses.dataclass
+class SplitPlan:
+  """One table of the report: `label` (test, test_novel, train), the converted `split`, the
+  tasks that have it, examples per task (None: config.eval.max_examples), the ground truth
+  replacing the stored one per task, and notes printed under the table."""
+
+  label: str
+  split: str
+  tasks: list[str]
+  max_examples: dict[str, int] | None = None
+  ground_truth: dict[str, Callable] = dataclasses.field(default_factory=dict)
+  videos: dict[str, int] = dataclasses.field(default_factory=dict)
+  notes: list[str] = dataclasses.field(default_factory=list)
+
+
+def has_split(config, task: str, split: str) -> bool:
+  """Whether `task`'s converted dataset has `split`."""
+  from av_unified_jax.data import pipeline, shards  # pylint: disable=g-import-not-at-top
+
+  info = shards.load_info(pipeline.dataset_dir(config, task))
+  return split in info.get("splits", {})
+
+
+def has_dense_labels(task: str, source, probe: int = 20) -> bool:
+  """Whether `source` carries the labels `task` is scored on (LLP's train split has only weak
+  labels, VGG-SS's train split no boxes): checks the first `probe` examples."""
+  if task not in ("avvp", "ssl"):
+    return True
+  for i in range(min(probe, len(source))):
+    example = source[i]
+    if task == "avvp" and (len(example["audio_labels"]) or len(example["visual_labels"])):
+      return True
+    if task == "ssl" and np.asarray(example["boxes"]).size:
+      return True
+  return False
+
+
+def composed_ground_truth(config, task: str, demo_dir: Path) -> Callable | None:
+  """fn(eval_task, example) -> gt dict from the demo's composed annotation
+  `<demo_dir>/metadata/<dataset>.json` (AVVP: the clip's audio_rows / visual_rows by its
+  filename; SSL: its bbox by its id), or None when there is none for `task`."""
+  path = Path(demo_dir) / "metadata" / f"{config.tasks[task].dataset}.json"
+  if task not in ("avvp", "ssl") or not path.exists():
+    return None
+  clips = json.loads(path.read_text())["clips"]
+  if task == "avvp":
+    rows = {str(c["filename"]): (c["audio_rows"], c["visual_rows"]) for c in clips
+            if "audio_rows" in c}
+
+    def avvp_truth(eval_task, example):
+      key = str(example["id"])
+      if key not in rows:
+        raise KeyError(f"{path} has no clip with filename {key!r}")
+      return eval_task.ground_truth_from_rows(example, *rows[key])
+
+    return avvp_truth
+  boxes = {str(c["id"]): c["bbox"] for c in clips if "bbox" in c}
+
+  def ssl_truth(eval_task, example):
+    key = str(example["id"])
+    if key not in boxes:
+      raise KeyError(f"{path} has no clip with id {key!r}")
+    return eval_task.ground_truth_from_boxes(example, boxes[key])
+
+  return ssl_truth
+
+
+def plan_splits(config, demo_dir: Path, train_clips: int = TRAIN_CLIPS,
+                novel_split: str = NOVEL_SPLIT) -> list[SplitPlan]:
+  """The three tables: the evaluation split, the novel split (when converted) and a fixed
+  sample of the first `train_clips` training videos of each task (stored order), scored
+  against the demo's composed ground truth where the split stores no dense labels."""
+  from av_unified_jax import evaluate  # pylint: disable=g-import-not-at-top
+  from av_unified_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+
+  tasks = pipeline.active_tasks(config)
+  plans = [SplitPlan("test", config.data.eval_split, list(tasks))]
+  novel = SplitPlan("test_novel", novel_split,
+                    [t for t in tasks if has_split(config, t, novel_split)])
+  missing = [t for t in tasks if t not in novel.tasks]
+  if missing:
+    novel.notes.append(f"split {novel_split!r} is not in the converted data of "
+                       f"{', '.join(missing)} under {config.data.shards_dir} (rebuild the demo "
+                       "data to get it)")
+  plans.append(novel)
+  train = SplitPlan("train", config.data.train_split, [], max_examples={})
+  for task in tasks:
+    source = pipeline.open_source(config, task, train.split)
+    if not has_dense_labels(task, source):
+      truth = composed_ground_truth(config, task, demo_dir)
+      if truth is None:
+        train.notes.append(f"{task}: the {train.split} split has no dense labels and "
+                           f"{demo_dir}/metadata has no composed ground truth; left out")
+        continue
+      train.ground_truth[task] = truth
+      train.notes.append(f"{task}: scored against the composed ground truth in "
+                         f"{demo_dir}/metadata/{config.tasks[task].dataset}.json")
+    train.max_examples[task], train.videos[task] = evaluate.clip_sample(
+        config, task, train.split, train_clips)
+    train.tasks.append(task)
+  plans.append(train)
+  return plans
+
+
+def evaluate_plan(evaluator, params, plan: SplitPlan, out_dir: Path):
+  """The model's results and intervals on `plan` (an `evaluate.Evaluation`), written to
+  `out_dir`."""
+  return evaluator.evaluate_split(params, out_dir, split=plan.split,
+                                  max_examples=plan.max_examples,
+                                  ground_truth=plan.ground_truth, tasks=plan.tasks)
+
+
+def baseline_scores(config, workdir: Path, log=print, plan: SplitPlan | None = None
+                    ) -> dict[str, dict[str, dict[str, float]]]:
+  """{task: {baseline: {metric: value}}} on the examples the model was scored on (`plan`'s
+  split, examples and ground truth; default: the evaluation split) with the run's tokenizer
+  giving the class order, as in the evaluation. The baselines learn from the training split."""
   from av_unified_jax import baselines, eval_tasks  # pylint: disable=g-import-not-at-top
   from av_unified_jax.data import pipeline  # pylint: disable=g-import-not-at-top
 
+  plan = plan or SplitPlan("test", config.data.eval_split, pipeline.active_tasks(config))
   tokenizer = pipeline.load_or_build_tokenizer(config, workdir)
   out = {}
-  for name in pipeline.active_tasks(config):
+  for name in plan.tasks:
     task = eval_tasks.TASKS[name](tokenizer, config.eval, None)
-    test = pipeline.open_source(config, name, config.data.eval_split)
+    test = pipeline.open_source(config, name, plan.split)
     items = pipeline.eval_items(name, test)
-    limit = int(config.eval.max_examples)
+    limit = int(config.eval.max_examples if plan.max_examples is None
+                else plan.max_examples.get(name, config.eval.max_examples))
     items = items[:limit] if limit > 0 else items
-    gts = [task.ground_truth(test[int(i)]) for i in dict.fromkeys(items[:, 0].tolist())]
+    truth = plan.ground_truth.get(name)
+    gts = [truth(task, test[int(i)]) if truth else task.ground_truth(test[int(i)])
+           for i in dict.fromkeys(items[:, 0].tolist())]
     train = pipeline.open_source(config, name, config.data.train_split)
     stats = baselines.train_statistics(task, (train[i] for i in range(len(train))))
     out[name] = baselines.score_baselines(task, gts, stats)
-    log(f"[main job] baselines {name}: {len(gts)} test examples")
+    log(f"[main job] baselines {name} ({plan.label}): {len(gts)} examples")
   return out
 
 
 # ----------------------------------------------------------------------------- report
-def result_rows(results: dict, base: dict) -> list[dict]:
-  """One row per headline metric: the model's value and the strongest baseline's."""
+def result_rows(results: dict, base: dict, intervals: dict | None = None) -> list[dict]:
+  """One row per headline metric: the model's value, its 95 % interval (`ci_low`, `ci_high`;
+  None when unknown) and the strongest baseline's value."""
   rows = []
   for task, metrics in HEADLINE.items():
     if task not in results:
@@ -153,50 +295,131 @@ def result_rows(results: dict, base: dict) -> list[dict]:
         continue
       scored = {b: s[metric] for b, s in base.get(task, {}).items() if metric in s}
       best = max(scored, key=scored.get) if scored else None
+      low, high = (intervals or {}).get(task, {}).get(metric, (None, None))
       rows.append({"task": task, "metric": metric, "model": float(results[task][metric]),
+                   "ci_low": None if low is None else float(low),
+                   "ci_high": None if high is None else float(high),
                    "baseline": float(scored[best]) if best else float("nan"),
                    "baseline_name": best or "-", "primary": metric == metrics[0]})
   return rows
 
 
 def format_table(rows: list[dict]) -> str:
-  """The printed table: values in percent, the margin, and whether the model beats it."""
-  head = f"{'task':<6}{'metric':<16}{'model':>8}{'baseline':>10}  {'margin':>7}  strongest baseline"
+  """The printed table: values in percent with the model's 95 % interval, the margin, and
+  whether the model beats the strongest baseline."""
+  head = (f"{'task':<6}{'metric':<16}{'model':>7}  {'95% interval':<14}{'baseline':>9}  "
+          f"{'margin':>7}  strongest baseline")
   lines = [head, "-" * len(head)]
   for r in rows:
     margin = 100 * (r["model"] - r["baseline"])
     mark = "  (beats)" if r["primary"] and margin > 0 else ""
-    lines.append(f"{r['task']:<6}{r['metric']:<16}{100 * r['model']:>8.1f}"
-                 f"{100 * r['baseline']:>10.1f}  {margin:>+7.1f}  {r['baseline_name']}{mark}")
+    low, high = r.get("ci_low"), r.get("ci_high")
+    interval = "-" if low is None else f"[{100 * low:.1f}, {100 * high:.1f}]"
+    lines.append(f"{r['task']:<6}{r['metric']:<16}{100 * r['model']:>7.1f}  {interval:<14}"
+                 f"{100 * r['baseline']:>9.1f}  {margin:>+7.1f}  {r['baseline_name']}{mark}")
   return "\n".join(lines)
 
 
-def report(config, workdir: Path, results: dict, base: dict, watch: Stopwatch, log=print):
-  """Prints the table, writes W/main_job/summary.json and the plots; returns the rows."""
+TABLE_TITLES = {
+    "test": "the demo test split",
+    "test_novel": "the demo test_novel split (unseen combinations)",
+    "train": "a fixed sample of the demo training clips",
+}
+
+
+def report(config, workdir: Path, tables: dict[str, dict], watch: Stopwatch, log=print):
+  """Prints the tables, writes W/main_job/summary.json and the plots; returns the test rows.
+
+  `tables` maps test / test_novel / train to {"results", "baselines", "intervals", "notes",
+  "videos"} (a table without results is skipped, its notes printed)."""
   from av_unified_jax import plots  # pylint: disable=g-import-not-at-top
 
-  rows = result_rows(results, base)
-  table = format_table(rows)
-  log("\nOfficial metrics on the demo test split (%), model vs the strongest trivial baseline:")
-  log(table)
+  rows, texts = {}, {}
+  for label, table in tables.items():
+    title = TABLE_TITLES.get(label, label)
+    if not table.get("results"):
+      rows[label] = []
+      log(f"\n{title}: skipped")
+    else:
+      rows[label] = result_rows(table["results"], table["baselines"], table.get("intervals"))
+      texts[label] = format_table(rows[label])
+      log(f"\nOfficial metrics on {title} (%), model with its 95% bootstrap interval over "
+          "videos vs the strongest trivial baseline:")
+      log(texts[label])
+    for note in table.get("notes", []):
+      log(f"  note: {note}")
+  test = tables.get("test", {})
   out = workdir / "main_job"
   out.mkdir(parents=True, exist_ok=True)
   loss_png = plots.plot_losses(workdir / "metrics.jsonl", workdir / "plots" / "losses.png")
-  result_png = plots.plot_results(rows, workdir / "plots" / "results.png")
-  summary = {"results": results, "baselines": base, "rows": rows, "table": table,
+  result_png = plots.plot_results(rows["test"], workdir / "plots" / "results.png")
+  summary = {"results": test.get("results", {}), "baselines": test.get("baselines", {}),
+             "rows": rows.get("test", []), "rows_novel": rows.get("test_novel", []),
+             "rows_train": rows.get("train", []), "table": texts.get("test", ""),
+             "tables": texts,
+             "splits": {label: {k: t.get(k) for k in ("split", "results", "baselines",
+                                                      "videos", "examples", "notes")}
+                        for label, t in tables.items()},
+             "intervals": {"level": intervals_lib.LEVEL, "resamples": intervals_lib.RESAMPLES,
+                           "seed": intervals_lib.SEED, "unit": "video"},
              "stage_seconds": watch.stages, "wall_seconds": watch.total(),
              "steps": int(config.total_steps), "plots": [str(loss_png), str(result_png)]}
   (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
   log(f"\nplots: {loss_png}, {result_png}; summary: {out / 'summary.json'}")
-  return rows
+  return rows["test"]
+
+
+def score_tables(config, workdir: Path, demo_dir: Path, final: dict, log=print,
+                 watch: Stopwatch | None = None) -> dict[str, dict]:
+  """The model's results and intervals and the baselines of every table (see `plan_splits`):
+  the test split's from the training's last evaluation (W/eval/<step>/), the others scored
+  now with the same evaluator and parameters into W/main_job/<label>/."""
+  from av_unified_jax import evaluate  # pylint: disable=g-import-not-at-top
+
+  step_dir = evaluate.eval_dir(workdir, config.total_steps)
+  tables = {}
+  for plan in plan_splits(config, demo_dir):
+    table = {"split": plan.split, "notes": list(plan.notes), "videos": dict(plan.videos)}
+    tables[plan.label] = table
+    if not plan.tasks:
+      if not table["notes"]:
+        table["notes"].append(f"no task has split {plan.split!r}; table skipped")
+      continue
+    t0 = time.perf_counter()
+    if plan.label == "test" and (step_dir / evaluate.INTERVALS_FILE).exists():
+      table["results"] = json.loads((step_dir / evaluate.RESULTS_FILE).read_text())
+      table["intervals"] = evaluate.read_intervals(step_dir)
+      saved = json.loads((step_dir / evaluate.INTERVALS_FILE).read_text())
+      table["videos"] = saved.get("videos", {})
+    else:
+      evaluator, params = _final_evaluator(workdir, config, final, log)
+      done = evaluate_plan(evaluator, params, plan,
+                           step_dir if plan.label == "test" else workdir / "main_job" / plan.label)
+      table.update(results=done.results, intervals=done.intervals, videos=done.videos,
+                   examples=done.examples)
+    table["baselines"] = baseline_scores(config, workdir, log, plan)
+    if watch is not None:
+      watch.lap(f"{plan.label}: evaluation and baselines", t0)
+  return tables
+
+
+def _final_evaluator(workdir: Path, config, final: dict, log):
+  """The evaluator and parameters of the training's last evaluation, or the run's final
+  checkpoint loaded again when there was none."""
+  from av_unified_jax import evaluate  # pylint: disable=g-import-not-at-top
+
+  if final.get("evaluator") is None:
+    run = evaluate.load_run(workdir, config.total_steps)
+    final["evaluator"] = evaluate.Evaluator(run.config, run.tokenizer, run.model, run.mesh,
+                                            run.rules, run.mask_decoder, log)
+    final["params"] = run.params
+  return final["evaluator"], final["params"]
 
 
 # ----------------------------------------------------------------------------- entry point
 def run(config=None, workdir: str | Path = WORKDIR, demo_dir: str | Path = DEMO_DIR,
         mask_tokenizer_config=None, log: Callable[[str], None] = print) -> int:
   """Runs the main job (see the module docstring); returns the exit code."""
-  from av_unified_jax import evaluate  # pylint: disable=g-import-not-at-top
-
   if config is None:
     from configs import demo  # pylint: disable=g-import-not-at-top
 
@@ -210,15 +433,12 @@ def run(config=None, workdir: str | Path = WORKDIR, demo_dir: str | Path = DEMO_
   train_mask_tokenizer(config, workdir, mask_tokenizer_config, log)
   watch.lap("mask tokenizer", t0)
   t0 = time.perf_counter()
-  code = train_and_evaluate(config, workdir, log)
+  final: dict = {}
+  code = train_and_evaluate(config, workdir, log, final)
   if code:
     return code
   watch.lap("training and evaluation", t0)
-  results_path = evaluate.eval_dir(workdir, config.total_steps) / evaluate.RESULTS_FILE
-  results = json.loads(results_path.read_text())
-  t0 = time.perf_counter()
-  base = baseline_scores(config, workdir, log)
-  watch.lap("baselines", t0)
-  report(config, workdir, results, base, watch, log)
+  tables = score_tables(config, workdir, demo_dir, final, log, watch)
+  report(config, workdir, tables, watch, log)
   log(f"[main job] done in {watch.total() / 60:.1f} min (work directory {workdir})")
   return 0

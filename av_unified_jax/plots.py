@@ -75,7 +75,8 @@ def plot_results(rows: Sequence[dict], out_path: str | Path) -> Path:
 
   Args:
     rows: dicts with `task`, `metric`, `model` and `baseline` (fractions in [0, 1]) and
-      `baseline_name`, as `main_job.result_rows` builds them.
+      `baseline_name`, as `main_job.result_rows` builds them; the model's 95 % interval
+      (`ci_low`, `ci_high`), where given, is drawn as an error bar.
   """
   if not rows:
     raise ValueError("no results to plot")
@@ -83,8 +84,15 @@ def plot_results(rows: Sequence[dict], out_path: str | Path) -> Path:
   x = range(len(rows))
   width = 0.38
   fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(rows)), 4.5))
+  has_ci = [r.get("ci_low") is not None and r.get("ci_high") is not None for r in rows]
+  yerr = None
+  if any(has_ci):
+    yerr = np.array([[max(0.0, 100 * (r["model"] - r["ci_low"])) if ok else 0.0,
+                      max(0.0, 100 * (r["ci_high"] - r["model"])) if ok else 0.0]
+                     for r, ok in zip(rows, has_ci, strict=True)]).T
   model = ax.bar([i - width / 2 for i in x], [100 * r["model"] for r in rows], width,
-                 label="AV-Unified (demo)", color="tab:blue")
+                 yerr=yerr, capsize=2, error_kw={"elinewidth": 0.8},
+                 label="AV-Unified (demo), 95% interval", color="tab:blue")
   base = ax.bar([i + width / 2 for i in x], [100 * r["baseline"] for r in rows], width,
                 label="strongest trivial baseline", color="tab:gray")
   for bars in (model, base):

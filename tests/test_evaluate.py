@@ -99,6 +99,12 @@ def test_oracle_targets_score_perfectly_and_files_are_written(demo, tmp_path):
 
   saved = json.loads((tmp_path / "eval" / "7" / "results.json").read_text())
   assert saved == json.loads(json.dumps(results))
+  bounds = evaluate.read_intervals(tmp_path / "eval" / "7")
+  assert set(bounds) == set(saved)
+  for task, scores in saved.items():
+    assert set(bounds[task]) <= set(scores)
+    for name, (low, high) in bounds[task].items():
+      assert low - 1e-9 <= scores[name] <= high + 1e-9, (task, name)
   assert set(saved) == {"ave", "avvp", "avqa", "ssl", "avs"}
   np.testing.assert_allclose(saved["ave"]["accuracy"], 1.0, atol=1e-12)
   assert set(saved["avvp"]) == {f"{lvl}_{m}" for lvl in ("seg", "event")
