@@ -10,6 +10,13 @@ Grammars are arrays (see `av_unified_jax.tokens.grammar`): at state s only token
 
 Both encode the batch once, then feed one token per step through the cache; outputs are the
 emitted targets int32[B, L] (no <bos>; <pad> after <eos>).
+
+Greedy decoding can take `token_groups` bool[V], which splits the tokens in two groups (AVS:
+mask codes whose cell is mostly foreground, and the rest). Each step then first picks the
+group holding more of the allowed probability mass, then the likeliest token inside it
+(`group_argmax`). Plain argmax over 512 mask codes settles on the one background code
+whenever the foreground mass is spread over many object-edge codes, even where the model is
+sure the cell belongs to the object; the group rule asks "object or not?" first.
 """
 
 from __future__ import annotations
@@ -56,10 +63,21 @@ def _check_len(model: AVUnified, max_len: int):
                      f"{model.cfg.max_decode_len})")
 
 
+def group_argmax(masked_logits, token_groups):
+  """float32[B, V] logits (disallowed tokens at NEG), bool[V] groups -> int32[B]: the
+  likeliest token of the group (True or False tokens) with more probability mass."""
+  probs = jax.nn.softmax(masked_logits, axis=-1)  # [B, V]
+  in_true = token_groups[None, :]  # [1, V]
+  true_mass = jnp.sum(jnp.where(in_true, probs, 0.0), axis=-1)  # [B]
+  pick_true = true_mass > 0.5  # [B]
+  keep = in_true == pick_true[:, None]  # [B, V]
+  return jnp.argmax(jnp.where(keep, masked_logits, NEG), axis=-1).astype(jnp.int32)
+
+
 @functools.partial(jax.jit, static_argnames=("model", "max_len", "cached", "return_aux"))
 def greedy_decode(model: AVUnified, params, batch, allowed, next_state, start_states,
                   max_len: int, grammar_index=None, cached: bool = True,
-                  return_aux: bool = False):
+                  return_aux: bool = False, token_groups=None):
   """Constrained greedy decoding.
 
   Args:
@@ -70,6 +88,7 @@ def greedy_decode(model: AVUnified, params, batch, allowed, next_state, start_st
     grammar_index: int32[B] row of `start_states` per example (default: `batch["task_id"]`).
     cached: False recomputes the whole prefix every step (for tests and timing only).
     return_aux: also return the encoder's auxiliary outputs (`loc_maps`, MIL probabilities).
+    token_groups: None (plain argmax) or bool[V]: pick the group first (`group_argmax`).
   Returns: int32[B, max_len] (and the aux dict when `return_aux`).
   """
   _check_len(model, max_len)
@@ -92,7 +111,10 @@ def greedy_decode(model: AVUnified, params, batch, allowed, next_state, start_st
   def body(carry):
     t, buf, state, logits, cache = carry
     masked = jnp.where(allowed[state], logits, NEG)  # [B, V]
-    tok = jnp.argmax(masked, axis=-1).astype(jnp.int32)  # [B]
+    if token_groups is None:
+      tok = jnp.argmax(masked, axis=-1).astype(jnp.int32)  # [B]
+    else:
+      tok = group_argmax(masked, jnp.asarray(token_groups, bool))
     state = next_state[state, tok]
     buf = jax.lax.dynamic_update_slice(buf, tok[:, None], (0, t + 1))
     if cached:

@@ -55,8 +55,11 @@ class ModelRunner:
   `batch` holds global `jax.Array`s (or numpy arrays on one host) with the model's fields.
   """
 
-  def __init__(self, model: AVUnified, tokenizer, beam_size: int = 1):
+  def __init__(self, model: AVUnified, tokenizer, beam_size: int = 1, token_groups=None):
+    """`token_groups` bool[V] or None: greedy decoding picks a group first
+    (`decoding.group_argmax`; AVS: `MaskDecoder.foreground_tokens`)."""
     self.model, self.tokenizer, self.beam_size = model, tokenizer, int(beam_size)
+    self.token_groups = None if token_groups is None else jnp.asarray(token_groups, bool)
     grammars = tokenizer.grammars()
     self.stack = tokens.stack_grammars(grammars)
     self.allowed = jnp.asarray(self.stack.allowed)
@@ -97,7 +100,8 @@ class ModelRunner:
       out = decoding.beam_search(*args, beam_size=self.beam_size, grammar_index=index)
       aux = self._encode(params, batch) if keys else {}
     else:
-      out, aux = decoding.greedy_decode(*args, grammar_index=index, return_aux=True)
+      out, aux = decoding.greedy_decode(*args, grammar_index=index, return_aux=True,
+                                        token_groups=self.token_groups)
       aux = {k: aux[k] for k in keys}
     return _to_host(out), _to_host(aux)
 
@@ -145,6 +149,19 @@ class MaskDecoder:
                        f"{num_codes} codes; train it with matching model.grid/codebook_size")
     return cls(cfg, variables, batch_size)
 
+  def foreground_codes(self) -> np.ndarray:
+    """bool[K]: codes whose grid, every cell that code, decodes to mostly foreground."""
+    k, g = self.cfg.codebook_size, self.cfg.grid
+    logits = self(np.broadcast_to(np.arange(k, dtype=np.int32)[:, None, None], (k, g, g)))
+    return (logits > 0).mean(axis=(1, 2)) > 0.5
+
+  def foreground_tokens(self, layout) -> np.ndarray:
+    """bool[V] over the vocabulary of `layout`: the tokens of `foreground_codes`."""
+    out = np.zeros(layout.vocab_size, bool)
+    codes = np.flatnonzero(self.foreground_codes())
+    out[[layout.code_token(int(c)) for c in codes]] = True
+    return out
+
   def __call__(self, codes) -> np.ndarray:
     codes = np.asarray(codes, np.int32)
     out = []
@@ -154,6 +171,17 @@ class MaskDecoder:
       logits = self._decode(self.variables, np.concatenate([chunk, pad]))
       out.append(np.asarray(logits)[:len(chunk)])
     return np.concatenate(out) if out else np.zeros((0, self.cfg.mask_size, self.cfg.mask_size))
+
+
+def avs_token_groups(config, tokenizer, mask_decoder: MaskDecoder | None):
+  """bool[V] foreground tokens for `eval.avs_decode="foreground"` (None otherwise, or without
+  a mask decoder): AVS cells are decoded object-or-not first (`decoding.group_argmax`)."""
+  mode = str(config.eval.avs_decode)
+  if mode not in ("foreground", "greedy"):
+    raise ValueError(f"eval.avs_decode={mode!r}: use 'foreground' or 'greedy'")
+  if mode == "greedy" or not hasattr(mask_decoder, "foreground_tokens"):
+    return None  # No mask tokenizer (or a bare codes -> logits function): plain argmax.
+  return mask_decoder.foreground_tokens(tokenizer.layout)
 
 
 def load_mask_decoder(workdir: str | Path, tokenizer, batch_size: int = 16) -> MaskDecoder | None:
@@ -226,7 +254,8 @@ class Evaluator:
   mask_codes: Callable | None = None  # AVS targets in the eval batches (not needed to score).
 
   def __post_init__(self):
-    self.runner = ModelRunner(self.model, self.tokenizer, self.config.eval.beam_size)
+    self.runner = ModelRunner(self.model, self.tokenizer, self.config.eval.beam_size,
+                              avs_token_groups(self.config, self.tokenizer, self.mask_decoder))
 
   def tasks(self) -> list[str]:
     from av_unified_jax.data import pipeline  # pylint: disable=g-import-not-at-top

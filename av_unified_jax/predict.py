@@ -156,7 +156,9 @@ def predict(workdir: str | Path, video: str | Path, task: str, out_dir: str | Pa
   spec = eval_tasks.TASKS[task](run.tokenizer, run.config.eval, run.mask_decoder)
   from av_unified_jax import sharding  # pylint: disable=g-import-not-at-top
 
-  runner = evaluate.ModelRunner(run.model, run.tokenizer, run.config.eval.beam_size)
+  runner = evaluate.ModelRunner(
+      run.model, run.tokenizer, run.config.eval.beam_size,
+      evaluate.avs_token_groups(run.config, run.tokenizer, run.mask_decoder))
   with sharding.activate(run.mesh, run.rules):
     tokens, aux = runner(spec, run.params, evaluate.to_global(batch, run.mesh, run.rules))
   n = len(examples)

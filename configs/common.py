@@ -140,6 +140,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.max_examples = 0  # Examples per task evaluated (0 = the whole split).
   c.eval.batch_size = 16  # Evaluation batch size.
   c.eval.beam_size = 1  # 1 = constrained greedy decoding.
+  # AVS cells: "foreground" decides object-or-not by the probability mass of the mask codes
+  # that decode to foreground, then takes the likeliest code; "greedy" = plain argmax.
+  c.eval.avs_decode = "foreground"
   c.eval.avvp_source = "mil"  # AVVP scores from "mil" (the MIL head) or "decoded" (the parse).
   c.eval.ssl_source = "map"  # SSL heatmap from "map" (spatial perception) or "box" (decoded).
   c.eval.ciou_protocol = "lvs"  # cIoU binarisation: "lvs" or "ezvsl".
