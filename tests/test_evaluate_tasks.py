@@ -169,9 +169,17 @@ def test_ssl_map_peak_on_the_box_scores_and_beats_the_centre(tmp_path):
   result = task.score(gts, outs)
   assert set(result) == {"ciou_at_0_5", "auc", "mean_ciou"}
   np.testing.assert_allclose(result["ciou_at_0_5"], 1.0, rtol=0, atol=1e-12)
-  # Bilinear 4 -> 224 with half-pixel centres: the map is > 0 up to the centre of the next
-  # 56-px input cell, so the binarised region is 140x140 around the 112x112 box.
-  np.testing.assert_allclose(result["mean_ciou"], 112 ** 2 / 140 ** 2, rtol=0, atol=1e-9)
+  # Bilinear 4 -> 224 with half-pixel centres: along each axis the map is 1 up to pixel 84
+  # and falls linearly to 0 at pixel 140 (f(x) = clip((140 - x) / 56, 0, 1) at pixel centres),
+  # so its mean is 1/4. `sharpen_heatmaps` keeps f(x) f(y) > 1/4, a region inside the
+  # 140x140 square around the 112x112 box that the bare map would mark.
+  f = np.clip((140 - (np.arange(224) + 0.5)) / 56, 0, 1)
+  kept = np.outer(f, f) > np.outer(f, f).mean()
+  box = np.zeros((224, 224), bool)
+  box[:112, :112] = True
+  want = (kept & box).sum() / (box.sum() + (kept & ~box).sum())
+  np.testing.assert_allclose(result["mean_ciou"], want, rtol=0, atol=1e-3)
+  assert result["mean_ciou"] > 112 ** 2 / 140 ** 2  # Tighter than the unsharpened map.
   base = baselines.score_baselines(task, gts, {})
   for scores in base.values():
     assert scores["mean_ciou"] < result["mean_ciou"]
