@@ -4,7 +4,9 @@ Two or three objects (animals, instruments, tools) stand at left / middle / righ
 their sound over a span, at clearly different loudness; sometimes an off-screen sound plays
 (the "voiceover"). Each video gets one templated question of each of the nine types whose
 premise holds, with the answer computed from the clip's measured metadata.
-Files: `RAW/json_update/avqa-{train,val,test}.json`, `RAW/MUSIC-AVQA-videos-Real/<id>.mp4`.
+Files: `RAW/json_update/avqa-{train,val,test}.json`, `RAW/MUSIC-AVQA-videos-Real/<id>.mp4`
+(test_novel videos: the test split of a second raw tree, question ids continuing after the
+first tree's, so every question id is unique across all splits).
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import numpy as np
 
 from data_prep import demo_compose as dc
 from data_prep import demo_media as dm
+from data_prep.demo_assets import raw_split
+from data_prep.demo_layouts import base_meta
 from data_prep.demo_scene import Scene, object_frac
 
 AVQA_T = 10
@@ -203,21 +207,22 @@ def make_clip(ctx, rng: np.random.Generator, split: str, clip_id: str) -> dict:
   if rng.random() < 0.3:
     scene.add_source(classes[-1], dc.random_span(rng, AVQA_T, 2, 6), float(rng.uniform(-6, 0)))
   rendered = scene.finish()
-  meta = {"id": clip_id, "split": split, "background": scene.background_id,
-          "num_segments": AVQA_T, "objects": rendered.objects, "sources": rendered.sources}
+  meta = base_meta(clip_id, split, scene, rendered)
   meta["questions"] = make_questions(rng, meta, ctx.pack.classes)
   dm.write_mp4(ctx.raw_dir / "MUSIC-AVQA-videos-Real" / f"{clip_id}.mp4", rendered.frames,
                rendered.audio)
   return meta
 
 
-def write_annotations(raw_dir: Path, clips: list[dict]) -> None:
-  """Writes the three json files; question ids are assigned in clip order."""
-  qid = 0
+def write_annotations(raw_dir: Path, clips: list[dict], first_question_id: int = 0) -> int:
+  """Writes the three json files; question ids are assigned in split, then clip order,
+  from `first_question_id` on (stored in each question as "question_id"). Returns the next
+  free question id."""
+  qid = first_question_id
   for split in ("train", "val", "test"):
     rows = []
     for c in clips:
-      if c["split"] != split:
+      if raw_split(c["split"]) != split:
         continue
       for q in c["questions"]:
         q["question_id"] = qid
@@ -227,3 +232,4 @@ def write_annotations(raw_dir: Path, clips: list[dict]) -> None:
                      "anser": q["anser"]})
         qid += 1
     dm.write_text(raw_dir / "json_update" / f"avqa-{split}.json", json.dumps(rows, indent=2))
+  return qid

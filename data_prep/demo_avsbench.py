@@ -16,6 +16,8 @@ import numpy as np
 
 from data_prep import demo_compose as dc
 from data_prep import demo_media as dm
+from data_prep.demo_assets import raw_split
+from data_prep.demo_layouts import base_meta
 from data_prep.demo_scene import Rendered, Scene, object_frac
 
 AVS_T = 5
@@ -52,16 +54,17 @@ def s4_make_clip(ctx, rng: np.random.Generator, split: str, clip_id: str) -> dic
     scene.add_object(scene.pick_classes(1, exclude=(cls,))[0], frac, x_range=slots[order[1]])
   rendered = scene.finish()
   root = ctx.raw_dir / "Single-source" / "s4_data"
-  rel = Path(split) / cls / name
-  mask_frames = 1 if split == "train" else AVS_T
+  raw = raw_split(split)
+  rel = Path(raw) / cls / name
+  mask_frames = 1 if raw == "train" else AVS_T
   per_frame = _write_frames_masks(
       rendered, lambda k: root / "visual_frames" / rel / f"{name}_{k}.png",
       lambda k: root / "gt_masks" / rel / f"{name}_{k}.png", mask_frames)
-  dm.write_wav(root / "audio_wav" / split / cls / f"{name}.wav", rendered.audio)
-  return {"id": name, "split": split, "class": cls, "start_time": start_time,
-          "background": scene.background_id, "num_segments": AVS_T,
-          "objects": rendered.objects, "sources": rendered.sources,
-          "mask_objects": per_frame, "annotated_frames": mask_frames}
+  dm.write_wav(root / "audio_wav" / raw / cls / f"{name}.wav", rendered.audio)
+  meta = base_meta(name, split, scene, rendered)
+  meta.update({"class": cls, "start_time": start_time, "mask_objects": per_frame,
+               "annotated_frames": mask_frames})
+  return meta
 
 
 def ms3_make_clip(ctx, rng: np.random.Generator, split: str, clip_id: str) -> dict:
@@ -78,22 +81,22 @@ def ms3_make_clip(ctx, rng: np.random.Generator, split: str, clip_id: str) -> di
       scene.add_source(cls, span, float(rng.uniform(-6, 0)), obj=obj)
   rendered = scene.finish()
   root = ctx.raw_dir / "Multi-sources" / "ms3_data"
+  raw = raw_split(split)
   per_frame = _write_frames_masks(
       rendered, lambda k: root / "visual_frames" / clip_id / f"{clip_id}.mp4_{k}.png",
-      lambda k: root / "gt_masks" / split / clip_id / f"{clip_id}_{k}.png", AVS_T)
-  dm.write_wav(root / "audio_wav" / split / f"{clip_id}.wav", rendered.audio)
-  return {"id": clip_id, "split": split, "classes": classes,
-          "background": scene.background_id, "num_segments": AVS_T,
-          "objects": rendered.objects, "sources": rendered.sources,
-          "mask_objects": per_frame, "annotated_frames": AVS_T}
+      lambda k: root / "gt_masks" / raw / clip_id / f"{clip_id}_{k}.png", AVS_T)
+  dm.write_wav(root / "audio_wav" / raw / f"{clip_id}.wav", rendered.audio)
+  meta = base_meta(clip_id, split, scene, rendered)
+  meta.update({"classes": classes, "mask_objects": per_frame, "annotated_frames": AVS_T})
+  return meta
 
 
 def s4_write_annotations(raw_dir: Path, clips: list[dict]) -> None:
   lines = ["name,start_time,category,split\n"] + [
-      f"{c['id']},{c['start_time']},{c['class']},{c['split']}\n" for c in clips]
+      f"{c['id']},{c['start_time']},{c['class']},{raw_split(c['split'])}\n" for c in clips]
   dm.write_text(raw_dir / "Single-source" / "s4_meta_data.csv", "".join(lines))
 
 
 def ms3_write_annotations(raw_dir: Path, clips: list[dict]) -> None:
-  lines = ["name,split\n"] + [f"{c['id']},{c['split']}\n" for c in clips]
+  lines = ["name,split\n"] + [f"{c['id']},{raw_split(c['split'])}\n" for c in clips]
   dm.write_text(raw_dir / "Multi-sources" / "ms3_meta_data.csv", "".join(lines))

@@ -41,13 +41,21 @@ def resize_cutout(rgba: np.ndarray, side: int) -> np.ndarray:
   return np.asarray(Image.fromarray(rgba, "RGBA").resize(size, Image.Resampling.LANCZOS))
 
 
-def crop_background(rng: np.random.Generator, rgb: np.ndarray, size: int) -> np.ndarray:
-  """A random square crop (60-100 % of the short side) resized to uint8[size, size, 3]."""
-  h, w = rgb.shape[:2]
-  side = int(min(h, w) * rng.uniform(0.6, 1.0))
-  y, x = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
+def crop_background(rng: np.random.Generator, rgb: np.ndarray, size: int,
+                    region: tuple[int, int, int, int] | None = None
+                    ) -> tuple[np.ndarray, list[int]]:
+  """A random square crop inside `region` (x0, y0, x1, y1; default: the whole photo), its
+  side 75-100 % of the region's short side, resized to uint8[size, size, 3].
+
+  Returns (crop, [x0, y0, x1, y1] of the crop in photo pixels).
+  """
+  x0, y0, x1, y1 = region or (0, 0, rgb.shape[1], rgb.shape[0])
+  h, w = y1 - y0, x1 - x0
+  side = int(min(h, w) * rng.uniform(0.75, 1.0))
+  y, x = y0 + int(rng.integers(0, h - side + 1)), x0 + int(rng.integers(0, w - side + 1))
   crop = Image.fromarray(rgb[y:y + side, x:x + side])
-  return np.asarray(crop.resize((size, size), Image.Resampling.BILINEAR))
+  return (np.asarray(crop.resize((size, size), Image.Resampling.BILINEAR)),
+          [x, y, x + side, y + side])
 
 
 def drift_positions(rng: np.random.Generator, hw: tuple[int, int], size: int, num_t: int,
@@ -55,10 +63,11 @@ def drift_positions(rng: np.random.Generator, hw: tuple[int, int], size: int, nu
   """Top-left positions int[T, 2] of an object of shape `hw` drifting slowly.
 
   The object stays fully inside the frame, and its centre stays inside `x_range` (fractions of
-  the frame width), so objects given disjoint ranges keep their left-to-right order.
+  the frame width) where the frame allows it, so objects given disjoint ranges keep their
+  left-to-right order.
   """
   h, w = hw
-  lo = max(0.0, x_range[0] * size - w / 2)
+  lo = min(max(0.0, x_range[0] * size - w / 2), size - w)
   hi = min(size - w, x_range[1] * size - w / 2)
   hi = max(hi, lo)
   start = np.array([rng.uniform(lo, hi), rng.uniform(0, size - h)])

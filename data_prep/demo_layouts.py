@@ -2,7 +2,9 @@
 
 Each layout has `make_clip(ctx, rng, split, clip_id) -> metadata` (composes one clip and
 writes its media under `ctx.raw_dir`) and `write_annotations(raw_dir, clips)` (writes the
-benchmark's annotation files from the clips' metadata, in the given order).
+benchmark's annotation files from the clips' metadata, in the given order). `split` is a demo
+split (train, val, test, test_novel); media and annotation rows go where the benchmark puts
+its `raw_split(split)` (test_novel clips are written as test clips of their own raw tree).
 """
 
 from __future__ import annotations
@@ -15,8 +17,8 @@ import numpy as np
 
 from data_prep import demo_compose as dc
 from data_prep import demo_media as dm
-from data_prep.demo_assets import Pack
-from data_prep.demo_scene import Scene, object_frac
+from data_prep.demo_assets import Pack, raw_split
+from data_prep.demo_scene import Scene, frac_for_area, object_frac
 
 BACKGROUND = "background"
 
@@ -28,10 +30,11 @@ class Ctx:
   size: int
 
 
-def _base_meta(clip_id: str, split: str, scene: Scene, rendered) -> dict:
+def base_meta(clip_id: str, split: str, scene: Scene, rendered) -> dict:
+  """The metadata every layout shares. `split` is the demo split (test_novel included)."""
   return {"id": clip_id, "split": split, "background": scene.background_id,
-          "num_segments": scene.num_t, "objects": rendered.objects,
-          "sources": rendered.sources}
+          "background_crop": scene.background_crop, "num_segments": scene.num_t,
+          "objects": rendered.objects, "sources": rendered.sources}
 
 
 # ------------------------------------------------------------------------------------------
@@ -78,7 +81,7 @@ def ave_make_clip(ctx: Ctx, rng: np.random.Generator, split: str, clip_id: str) 
     raise RuntimeError(f"AVE demo clip {clip_id}: the event is not one audible span")
   visible = np.array(rendered.objects[obj]["visible"])
   labels = [cls if (h and v) else BACKGROUND for h, v in zip(heard, visible)]
-  meta = _base_meta(clip_id, split, scene, rendered)
+  meta = base_meta(clip_id, split, scene, rendered)
   meta.update({"class": cls, "event": list(event), "visible_span": list(shown),
                "labels": labels})
   dm.write_mp4(ctx.raw_dir / "AVE" / f"{clip_id}.mp4", rendered.frames, rendered.audio)
@@ -91,7 +94,7 @@ def ave_write_annotations(raw_dir: Path, clips: list[dict]) -> None:
   dm.write_text(raw_dir / "Annotations.txt", "".join(rows[c["id"]] for c in clips))
   for split, name in (("train", "trainSet"), ("val", "valSet"), ("test", "testSet")):
     dm.write_text(raw_dir / f"{name}.txt",
-                  "".join(rows[c["id"]] for c in clips if c["split"] == split))
+                  "".join(rows[c["id"]] for c in clips if raw_split(c["split"]) == split))
 
 
 # ------------------------------------------------------------------------------------------
@@ -127,7 +130,7 @@ def llp_make_clip(ctx: Ctx, rng: np.random.Generator, split: str, clip_id: str) 
                  for a, b in dc.runs(np.array(o["visible"]))]
   weak = [c for c in classes if any(r[0] == c for r in audio_rows + visual_rows)]
   start = 10 * int(rng.integers(0, 30))
-  meta = _base_meta(clip_id, split, scene, rendered)
+  meta = base_meta(clip_id, split, scene, rendered)
   meta.update({"filename": f"{clip_id}_{start}_{start + LLP_T}",
                "kinds": dict(zip(classes, kinds)), "weak_labels": weak,
                "audio_rows": audio_rows, "visual_rows": visual_rows})
@@ -140,7 +143,8 @@ def llp_write_annotations(raw_dir: Path, clips: list[dict]) -> None:
   for split, name in (("train", "AVVP_train.csv"), ("val", "AVVP_val_pd.csv"),
                       ("test", "AVVP_test_pd.csv")):
     lines = ["filename\tevent_labels\n"] + [
-        f"{c['filename']}\t{','.join(c['weak_labels'])}\n" for c in clips if c["split"] == split]
+        f"{c['filename']}\t{','.join(c['weak_labels'])}\n" for c in clips
+        if raw_split(c["split"]) == split]
     dm.write_text(raw_dir / name, "".join(lines))
   # The demo's label set is not LLP's 25 classes: name it for the converter (RAW/classes.txt).
   names = sorted({label for c in clips for label in c["weak_labels"]}
@@ -151,7 +155,7 @@ def llp_write_annotations(raw_dir: Path, clips: list[dict]) -> None:
                     ("visual_rows", "AVVP_eval_visual.csv")):
     lines = ["filename\tonset\toffset\tevent_labels\n"] + [
         f"{c['filename']}\t{a}\t{b}\t{cls}\n"
-        for c in clips if c["split"] != "train" for cls, a, b in c[key]]
+        for c in clips if raw_split(c["split"]) != "train" for cls, a, b in c[key]]
     dm.write_text(raw_dir / name, "".join(lines))
 
 
@@ -162,9 +166,22 @@ def llp_write_annotations(raw_dir: Path, clips: list[dict]) -> None:
 VGGSS_T = 10
 
 
+# Box area (fraction of the frame) of a sounding object: 0.05 + 0.8 * Beta(1.5, 2.6), median
+# about 0.3, from about 5 % to 80 % (capped by what the cut-out covers at full frame size), so
+# large objects are common, as in the benchmark's boxes. Two sounding objects get 60 % each.
+VGGSS_AREA = (0.05, 0.8, 1.5, 2.6)
+VGGSS_PAIR_SCALE = 0.6
+VGGSS_MIN_VISIBLE = 0.25  # A sounding object must show this fraction of its own pixels.
+
+
+def vggss_area(rng: np.random.Generator) -> float:
+  low, span, a, b = VGGSS_AREA
+  return float(low + span * rng.beta(a, b))
+
+
 def vggss_make_clip(ctx: Ctx, rng: np.random.Generator, split: str, clip_id: str) -> dict:
   """A sounding object (sometimes two of its class) and maybe a silent object of another
-  class; boxes are those of the sounding objects."""
+  class behind them; boxes are those of the sounding objects, sized like the benchmark's."""
   scene = Scene(rng, ctx.pack, split, ctx.size, VGGSS_T)
   clip_id = f"{clip_id}_{10 * int(rng.integers(0, 30)):06d}"
   cls = scene.pick_classes(1)[0]
@@ -173,18 +190,24 @@ def vggss_make_clip(ctx: Ctx, rng: np.random.Generator, split: str, clip_id: str
   silent = [scene.pick_classes(1, exclude=(cls,))[0]] if rng.random() < 0.4 else []
   slots = scene.slot_ranges(sounding + len(silent))
   order = [int(i) for i in rng.permutation(len(slots))]
-  frac = object_frac(rng, len(slots))
-  still = split != "train"
+  still = raw_split(split) != "train"
+  for k, other in enumerate(silent):  # Behind the sounding objects.
+    scene.add_object(other, object_frac(rng, 2), x_range=slots[order[sounding + k]],
+                     drift=not still)
   picked = [stamps[int(i)] for i in rng.choice(len(stamps), size=sounding, replace=False)]
   objs = []
   for k, stamp in enumerate(picked):
+    area = vggss_area(rng) * (VGGSS_PAIR_SCALE if sounding > 1 else 1.0)
+    frac = frac_for_area(stamp, area)
     objs.append(scene.add_object(cls, frac, x_range=slots[order[k]], drift=not still,
                                  stamp=stamp))
     scene.add_source(cls, (0, VGGSS_T), float(rng.uniform(-6, 0)), obj=objs[-1], stamp=stamp)
-  for k, other in enumerate(silent):
-    scene.add_object(other, frac, x_range=slots[order[sounding + k]], drift=not still)
   rendered = scene.finish()
-  meta = _base_meta(clip_id, split, scene, rendered)
+  for i in objs:
+    own = (scene.layers[i].rgba[..., 3] >= 128).sum()
+    if dc.alpha_to_mask(rendered.alphas[0, i]).sum() < VGGSS_MIN_VISIBLE * own:
+      raise RuntimeError(f"VGG-SS demo clip {clip_id}: a sounding object is hidden")
+  meta = base_meta(clip_id, split, scene, rendered)
   boxes = [rendered.objects[i]["box"][0] for i in objs]
   meta.update({"class": cls, "sounding_objects": objs, "bbox": boxes})
   if still:
@@ -196,9 +219,9 @@ def vggss_make_clip(ctx: Ctx, rng: np.random.Generator, split: str, clip_id: str
 
 
 def vggss_write_annotations(raw_dir: Path, clips: list[dict]) -> None:
-  test = [c for c in clips if c["split"] != "train"]
+  test = [c for c in clips if raw_split(c["split"]) == "test"]
   entries = [{"file": c["id"], "class": c["class"], "bbox": c["bbox"]} for c in test]
   dm.write_text(raw_dir / "vggss.json", json.dumps(entries))
   dm.write_text(raw_dir / "vggss_test.csv", "".join(f"{c['id']}\n" for c in test))
   dm.write_text(raw_dir / "train.csv",
-                "".join(f"{c['id']}\n" for c in clips if c["split"] == "train"))
+                "".join(f"{c['id']}\n" for c in clips if raw_split(c["split"]) == "train"))

@@ -18,7 +18,7 @@ from PIL import Image
 
 from data_prep.demo_compose import SAMPLE_RATE
 
-VIDEO_FPS = 4  # Frames per second of the demo videos; content changes once per second.
+VIDEO_FPS = 2  # Frames per second of the demo videos; content changes once per second.
 _ID_CHARS = string.ascii_letters + string.digits + "-_"
 
 
@@ -71,9 +71,10 @@ def write_wav(path: Path, audio: np.ndarray) -> None:
 
 
 def png_bytes(image: np.ndarray) -> bytes:
-  """PNG of uint8[H, W, 3] or uint8[H, W] (grey) without metadata chunks."""
+  """PNG of uint8[H, W, 3] or uint8[H, W] (grey) without metadata chunks (fast zlib level:
+  lossless all the same)."""
   buf = io.BytesIO()
-  Image.fromarray(image).save(buf, format="PNG")
+  Image.fromarray(image).save(buf, format="PNG", compress_level=1)
   return buf.getvalue()
 
 

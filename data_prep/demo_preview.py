@@ -1,7 +1,7 @@
 """Contact sheet of the demo data: `DIR/preview.png`.
 
-For a few clips of every layout it shows the frames as written in the raw tree (decoded from
-the mp4, or the png/jpg files), the ground-truth boxes of the metadata (green: the object is
+For the first train, test and test_novel clip of every layout it shows the frames as written
+in the raw trees (decoded from the mp4, or the png/jpg files), the ground-truth boxes of the metadata (green: the object is
 heard in that second, grey: silent), the ground-truth masks read back from the raw mask PNGs
 (tinted), and a timeline of the labels: which source is heard and which object is seen in
 each second, plus each layout's own label (AVE class per second, MUSIC-AVQA questions).
@@ -20,9 +20,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from data_prep.demo_assets import raw_split  # noqa: E402
 from data_prep.demo_media import VIDEO_FPS  # noqa: E402
 
-CLIPS_PER_LAYOUT = 2
+SHOWN_SPLITS = ("train", "test", "test_novel")  # One clip of each per layout.
 HEARD, SILENT, MASK = (0, 200, 0), (150, 150, 150), np.array([255, 0, 255], np.float32)
 
 
@@ -38,8 +39,8 @@ def _png(path: Path) -> np.ndarray:
 
 
 def _media(raw: Path, name: str, clip: dict) -> tuple[list[np.ndarray], list]:
-  """Frames and mask arrays (or None) of a clip as stored in the raw tree."""
-  i, s = clip["id"], clip["split"]
+  """Frames and mask arrays (or None) of a clip as stored in its raw tree `raw`."""
+  i, s = clip["id"], raw_split(clip["split"])
   if name == "ave":
     return _mp4_frames(raw / "AVE" / f"{i}.mp4"), []
   if name == "llp":
@@ -131,10 +132,10 @@ def _caption(name: str, clip: dict) -> str:
 
 
 def _pick(clips: list[dict]) -> list[dict]:
-  """The first train clip and the first test clip (or the next clips)."""
-  firsts = [next((c for c in clips if c["split"] == s), None) for s in ("train", "test")]
+  """The first clip of each of SHOWN_SPLITS (or the next clips)."""
+  firsts = [next((c for c in clips if c["split"] == s), None) for s in SHOWN_SPLITS]
   out = [c for c in firsts if c is not None]
-  return (out + [c for c in clips if c not in out])[:CLIPS_PER_LAYOUT]
+  return (out + [c for c in clips if c not in out])[:len(SHOWN_SPLITS)]
 
 
 def draw(out_dir: Path, path: Path) -> None:
@@ -142,8 +143,8 @@ def draw(out_dir: Path, path: Path) -> None:
   entries = []
   for meta_path in sorted((out_dir / "metadata").glob("*.json")):
     meta = json.loads(meta_path.read_text())
-    raw = out_dir / meta["raw_dir"]
     for clip in _pick(meta["clips"]):
+      raw = out_dir / meta["raw_novel_dir" if clip["split"] == "test_novel" else "raw_dir"]
       frames, masks = _media(raw, meta["dataset"], clip)
       entries.append((meta["dataset"], clip, _strip(frames, masks, clip)))
   fig = plt.figure(figsize=(16, 2.3 * len(entries)), dpi=100)

@@ -4,6 +4,10 @@ Layouts add objects (cut-outs with per-second visibility) and sources (recording
 spans, on screen or off screen), then `finish()` renders the frames, mixes the audio and
 measures every source's loudness per second. The metadata it returns is the ground truth the
 layouts turn into each benchmark's annotation format.
+
+The clip's split decides its material (see `demo_assets`): the stamp pool (test_novel:
+`heldout`, else `train`), the part of each long recording and the half of the background
+photo it draws from (train or eval). Every cut-out is flipped horizontally at random.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import dataclasses
 import numpy as np
 
 from data_prep import demo_compose as dc
-from data_prep.demo_assets import Pack, Stamp, pool_of_split
+from data_prep.demo_assets import Pack, Stamp, pool_of_split, region_of_split
 
 
 @dataclasses.dataclass
@@ -41,10 +45,11 @@ class Scene:
                num_t: int):
     self.rng, self.pack, self.size, self.num_t = rng, pack, size, num_t
     self.pool = pool_of_split(split)
-    backgrounds = pack.backgrounds_of(self.pool)
-    bg = backgrounds[int(rng.integers(len(backgrounds)))]
+    self.region = region_of_split(split)
+    bg = pack.backgrounds[int(rng.integers(len(pack.backgrounds)))]
     self.background_id = bg.id
-    self.background = dc.crop_background(rng, bg.rgb, size)
+    self.background, self.background_crop = dc.crop_background(rng, bg.rgb, size,
+                                                               bg.region(self.region))
     self.layers: list[dc.Layer] = []
     self.objects: list[dict] = []
     self.waves: list[np.ndarray] = []
@@ -64,10 +69,12 @@ class Scene:
   def add_object(self, cls: str, frac: float, visible: tuple[int, int] | None = None,
                  x_range: tuple[float, float] = (0.0, 1.0), drift: bool = True,
                  stamp: Stamp | None = None, slot: str | None = None) -> int:
-    """Adds a cut-out of `cls` whose longer side is `frac` of the frame, visible in seconds
-    [start, end) (default: always). Returns the object index."""
+    """Adds a cut-out of `cls` whose longer side is `frac` of the frame, flipped horizontally
+    at random, visible in seconds [start, end) (default: always). Returns the object index."""
     stamp = stamp or self.pick(cls)
-    rgba = dc.resize_cutout(stamp.rgba, max(4, round(frac * self.size)))
+    flip = bool(self.rng.random() < 0.5)
+    rgba = dc.resize_cutout(stamp.rgba[:, ::-1] if flip else stamp.rgba,
+                            max(4, round(frac * self.size)))
     pos = dc.drift_positions(self.rng, rgba.shape[:2], self.size, self.num_t, x_range)
     if not drift:
       pos[:] = pos[0]
@@ -75,7 +82,7 @@ class Scene:
     shown = np.zeros(self.num_t, bool)
     shown[start:end] = True
     self.layers.append(dc.Layer(rgba, pos, shown))
-    self.objects.append({"class": cls, "image": stamp.id, "slot": slot,
+    self.objects.append({"class": cls, "image": stamp.id, "slot": slot, "flip": flip,
                          "size": list(rgba.shape[:2]), "pos": pos.tolist(),
                          "visible": shown.tolist()})
     return len(self.layers) - 1
@@ -83,11 +90,13 @@ class Scene:
   def add_source(self, cls: str, span: tuple[int, int], gain_db: float = 0.0,
                  obj: int | None = None, stamp: Stamp | None = None) -> int:
     """Adds a recording of `cls` over seconds [start, end); `obj` is the object that makes
-    the sound (None: off screen). Returns the source index."""
+    the sound (None: off screen); the recording's excerpt is that of the clip's region.
+    Returns the source index."""
     stamp = stamp or self.pick(cls)
-    self.waves.append(dc.place_sound(self.rng, stamp.sound, span[0], span[1], self.num_t,
-                                     gain_db))
+    self.waves.append(dc.place_sound(self.rng, stamp.excerpt(self.region), span[0], span[1],
+                                     self.num_t, gain_db))
     self.sources.append({"class": cls, "sound": stamp.id, "object": obj,
+                         "excerpt": list(stamp.excerpt_span(self.region)),
                          "span": list(span), "gain_db": round(float(gain_db), 3)})
     return len(self.sources) - 1
 
@@ -147,3 +156,18 @@ def object_frac(rng: np.random.Generator, count: int) -> float:
   """Size (longer side / frame side) of each of `count` objects sharing a frame."""
   low, high = {1: (0.3, 0.7), 2: (0.3, 0.45)}.get(count, (0.28, 0.33))
   return float(rng.uniform(low, high))
+
+
+def box_fill(stamp: Stamp) -> float:
+  """Area of the cut-out's alpha box over the square of its longer side (in (0, 1])."""
+  ys, xs = np.nonzero(stamp.rgba[..., 3] >= 128)
+  if len(xs) == 0:
+    return 1.0
+  return float((xs.max() - xs.min() + 1) * (ys.max() - ys.min() + 1)
+               / max(stamp.rgba.shape[:2]) ** 2)
+
+
+def frac_for_area(stamp: Stamp, area: float) -> float:
+  """Size (longer side / frame side, at most 1) that makes the stamp's box cover `area` of
+  the frame (less when even the full frame size cannot)."""
+  return float(min(1.0, np.sqrt(area / box_fill(stamp))))

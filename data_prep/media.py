@@ -20,9 +20,14 @@ import os
 import av
 import librosa
 import numpy as np
+from av.video.reformatter import VideoReformatter
 from PIL import Image
 
 from data_prep.params import ConvertParams
+
+# One converter to RGB for every decoded frame: `VideoFrame.to_image()` builds a new swscale
+# context per frame, which costs about as much as decoding it. Same pixels either way.
+_TO_RGB = VideoReformatter()
 
 
 class BadMedia(Exception):
@@ -119,7 +124,8 @@ class _FramePicker:
     if self.images and frame is self._last:
       self.images.append(self.images[-1])
     else:
-      self.images.append(encode_jpeg(frame.to_image(), self.params))
+      self.images.append(encode_jpeg(_TO_RGB.reformat(frame, format="rgb24").to_image(),
+                                     self.params))
     self._last = frame
 
   def done(self, seconds: int) -> bool:

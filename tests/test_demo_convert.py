@@ -1,4 +1,5 @@
-"""Demo dataset through the converters: zero skips, identical shards, labels kept, preview."""
+"""Demo dataset through the converters: zero skips, identical shards, labels kept, the
+test_novel split merged into each dataset, preview."""
 
 import json
 
@@ -34,10 +35,51 @@ def test_every_layout_converts_with_zero_skips(converted, name):
   metas, reports, problems = out["a"]
   assert name not in problems, problems[name]
   report = reports[name]
-  assert sorted(report) == sorted(s for s, _ in demo.LAYOUTS[name].splits)
+  assert sorted(report) == sorted(demo.LAYOUTS[name].splits)
   for split, entry in report.items():
     assert entry["skipped"] == [], (name, split)
     assert entry["written"] == _examples(metas, name, split), (name, split)
+
+
+@pytest.mark.parametrize("name", list(demo.LAYOUTS))
+def test_every_split_opens_with_the_metadata_ids(converted, name):
+  """Each split, test_novel included, opens with `open_split` and holds exactly the ids of
+  its clips in DIR/metadata (MUSIC-AVQA: question ids)."""
+  root, out = converted
+  metas = out["a"][0]
+  info = json.loads((root / f"a/shards/{name}/dataset_info.json").read_text())
+  report = json.loads((root / f"a/shards/{name}/report.json").read_text())
+  assert list(info["splits"]) == list(demo.LAYOUTS[name].splits) == list(report)
+  assert not (root / "a/shards_novel.tmp").exists()
+  for split in demo.LAYOUTS[name].splits:
+    source = shards.open_split(root / f"a/shards/{name}", split)
+    want = [i for c in metas[name] if c["split"] == split for i in c["example_ids"]]
+    assert sorted(source.ids) == sorted(want), (name, split)
+    assert len(source) == len(want) == info["splits"][split]["num_examples"]
+  novel = info["splits"]["test_novel"]["shards"]
+  assert all(s["file"].startswith("test_novel/test_novel-") for s in novel)
+  for s in novel:
+    assert (root / f"a/shards/{name}" / s["file"]).is_file()
+    assert (root / f"a/shards/{name}" / s["file"].replace(".array_record", ".json")).is_file()
+
+
+def test_novel_examples_keep_their_ground_truth(converted):
+  root, out = converted
+  metas = out["a"][0]
+  by_id = {c["id"]: c for c in metas["ave"]}
+  source = shards.open_split(root / "a/shards/ave", "test_novel")
+  for k in range(len(source)):
+    ex = source[k]
+    clip = by_id[ex["video_id"]]
+    assert clip["split"] == "test_novel"
+    assert ex["category"] == clip["class"]
+    assert [int(ex["start"]), int(ex["end"])] == clip["event"]
+  boxes = {c["id"]: c["bbox"] for c in metas["vggss"]}
+  source = shards.open_split(root / "a/shards/vggss", "test_novel")
+  for k in range(len(source)):
+    ex = source[k]
+    np.testing.assert_allclose(np.asarray(ex["boxes"], np.float64).reshape(-1, 4),
+                               np.asarray(boxes[ex["id"]]), atol=1e-6)
 
 
 def test_same_seed_gives_identical_shards(converted):
@@ -82,3 +124,4 @@ def test_preview_is_drawn(converted, tmp_path):
   assert pixels.std() > 20  # frames, not a blank canvas
   meta = json.loads((root / "a/metadata/ave.json").read_text())
   assert meta["classes"] and meta["splits"]["train"] >= 1
+  assert meta["splits"]["test_novel"] >= 1 and meta["raw_novel_dir"] == "raw_novel/ave"
