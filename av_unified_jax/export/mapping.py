@@ -84,6 +84,7 @@ TABLE: dict[str, tuple[tuple[str, str | None, str], ...]] = {
     "MILHead": (("frame_logits", "frame_logits", "Dense"), ("time_attn", "time_attn", "Dense"),
                 ("modality_attn", "modality_attn", "Dense")),
     "Fusion": (("time_embed", "time_embed", "copy"), ("type_embed", "type_embed", "copy"),
+               ("patch_pos_embed", "patch_pos_embed", "copy"),
                ("blocks/layers_{i}", "blocks.{i}", "EncoderBlock"), ("ln_out", "ln_out", _LN)),
     "Decoder": (("pos_embed", "pos_embed", "copy"),
                 ("blocks/layers_{i}", "blocks.{i}", "DecoderBlock"), ("ln_out", "ln_out", _LN)),

@@ -354,12 +354,13 @@ class MILHead(nn.Module):
 
 
 class Fusion(nn.Module):
-  """[prompt ; a' ; v' ; s ; focus patches] + time/type embeddings -> transformer memory."""
+  """[prompt ; a' ; v' ; s ; focus patches] + time/type/patch position embeddings -> memory."""
 
   def __init__(self, cfg):
     super().__init__()
     self.time_embed = nn.Parameter(torch.zeros(cfg.max_segments, cfg.embed_dim))
     self.type_embed = nn.Parameter(torch.zeros(NUM_TYPES, cfg.embed_dim))
+    self.patch_pos_embed = nn.Parameter(torch.zeros(cfg.max_patches, cfg.embed_dim))
     self.blocks = nn.ModuleList(EncoderBlock(cfg) for _ in range(cfg.fusion_layers))
     self.ln_out = layer_norm(cfg)
 
@@ -367,7 +368,9 @@ class Fusion(nn.Module):
     t = a.shape[1]
     time, types = self.time_embed[:t][None], self.type_embed
     x = torch.cat([prompt + types[0], a + time + types[1], v + time + types[2],
-                   s + time + types[3], focus + types[4]], dim=1)  # [B, Lp + 3T + N, D]
+                   s + time + types[3],
+                   focus + self.patch_pos_embed[:focus.shape[1]][None] + types[4]],
+                  dim=1)  # [B, Lp + 3T + N, D]
     ones = torch.ones(focus.shape[:2], dtype=torch.bool)
     mask = torch.cat([prompt_mask, segment_mask, segment_mask, segment_mask, ones], dim=1)
     for block in self.blocks:

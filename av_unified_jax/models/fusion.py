@@ -1,7 +1,8 @@
 """Prompt encoding and the fusion encoder (DESIGN §4.5-6).
 
 The fusion memory is one sequence `[prompt ; a'_t ; v'_t ; s_t ; map-weighted focus patches]`
-with time embeddings on the segment tokens and a type embedding per part.
+with time embeddings on the segment tokens, position embeddings on the focus patches and a
+type embedding per part.
 `NoPrompt` is the ablation without task prompts: the prompt enters neither the memory nor the
 task-aware scale mixing.
 """
@@ -84,9 +85,16 @@ class FusionEncoder(nn.Module):
       raise ValueError(f"{t} segments exceed model.max_segments={cfg.max_segments}")
     time = layers.embed_param(self, "time_embed", (cfg.max_segments, d), ("segments", "embed"))
     types = layers.embed_param(self, "type_embed", (5, d), ("types", "embed"))
+    n = focus.shape[1]
+    if n > cfg.max_patches:
+      raise ValueError(f"{n} focus patches exceed model.max_patches={cfg.max_patches}")
+    # Where each focus patch is: the decoder's AVS cells find their patch through it.
+    patch_pos = layers.embed_param(self, "patch_pos_embed", (cfg.max_patches, d),
+                                   ("patches", "embed"))
     time, types = time[:t].astype(a.dtype)[None], types.astype(a.dtype)
+    patch_pos = patch_pos[:n].astype(a.dtype)[None]  # [1, N, D]
     parts = [prompt + types[PROMPT], a + time + types[AUDIO], v + time + types[VISUAL],
-             s + time + types[GUIDED], focus + types[PATCHES]]
+             s + time + types[GUIDED], focus + patch_pos + types[PATCHES]]
     x = jnp.concatenate(parts, axis=1)  # [B, Lp + 3T + N, D]
     mask = jnp.concatenate(
         [prompt_mask, segment_mask, segment_mask, segment_mask,
