@@ -400,3 +400,24 @@ def test_avs_trains_on_extra_datasets_and_weighs_background_codes(data, tok):
   with pytest.raises(ValueError, match="extra_train_datasets"):
     pipeline.make_train_iterator(config, tok, mask_codes=table, process_index=0,
                                  process_count=1)
+
+
+def test_ave_event_classes_in_the_llp_label_set_train_the_mil_head(data, tok):
+  root, uids = data
+  config = make_config(root, {"ave": 1})
+  config.loss.mil_tasks = ("avvp", "ave")
+  batches = take(pipeline.make_train_iterator(config, tok, process_index=0, process_count=1), 3)
+  source = shards.open_split(root / "ave", "train")
+  classes = list(tok.label_sets["avvp"])
+  seen_weak = False
+  for batch in batches:
+    for row, uid in enumerate(uid_of(batch)):
+      ex = source[uids[("ave", "train")].index(uid)]
+      shared = ex["end"] > ex["start"] and ex["category"] in classes  # "Cat" is in both sets.
+      assert batch["has_weak"][row] == shared
+      want = np.zeros(len(classes), np.float32)
+      if shared:
+        want[classes.index(ex["category"])] = 1.0
+        seen_weak = True
+      np.testing.assert_array_equal(batch["weak_labels"][row], want)
+  assert seen_weak

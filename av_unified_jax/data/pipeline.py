@@ -171,7 +171,8 @@ def example_transforms(config, task: str, tokenizer, *, train: bool,
   tokens_op = tasks.TaskTokens(task, tokenizer, int(config.tokens.max_prompt_len),
                                int(config.tokens.max_target_len), train=train,
                                mask_codes=mask_codes,
-                               background_weight=float(config.loss.avs_background_weight))
+                               background_weight=float(config.loss.avs_background_weight),
+                               class_labels_train_mil="ave" in tuple(config.loss.mil_tasks))
   return [select, *clip_ops, tokens_op,
           tasks.ModelExample(task, int(config.data.num_segments), eval_fields=not train)]
 

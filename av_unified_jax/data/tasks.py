@@ -14,6 +14,9 @@ every real token including <eos>, 0 on padding and on the whole target when it i
         (train) -> the weak class list with the weak prompt. `weak_labels` (multi-hot over the
         tokenizer's avvp label set) and `has_weak` are always filled for LLP. A dense parse
         longer than `max_target_len` keeps its first rows (canonical order) that fit.
+        With `class_labels_train_mil` (ave in `config.loss.mil_tasks`), an AVE clip's event
+        class, when it is in the avvp label set, is its weak label too, so the MIL head (and
+        the features under it) also learn from AVE's labels.
   avqa  prompt = `<avqa>` + question, target = the answer. A question longer than
         `max_prompt_len` is cut (the task token is kept).
   ssl   the union of the frame's clean boxes (corrupt and zero-area boxes dropped) after the
@@ -93,6 +96,7 @@ class TaskTokens:
   train: bool = True
   mask_codes: MaskCodes | None = None
   background_weight: float = 1.0
+  class_labels_train_mil: bool = False  # AVE: the event class is a weak label (loss.mil_tasks).
 
   random = False
 
@@ -189,6 +193,13 @@ class TaskTokens:
 
   def _weak(self, ex):
     weak = np.zeros((len(self.weak_classes),), np.float32)
+    if self.task == "ave" and self.class_labels_train_mil:
+      # The clip's event class, where it is one of LLP's, as a weak label of the MIL head.
+      category = str(ex["category"])
+      if int(ex["end"]) > int(ex["start"]) and category in self._weak_index:
+        weak[self._weak_index[category]] = 1.0
+        return weak, True
+      return weak, False
     if self.task != "avvp":
       return weak, False
     for c in ex["weak_labels"]:
