@@ -23,6 +23,32 @@ from av_unified_jax.data import decode_masks, shards
 CACHE_FILE = "codes_{dataset}_{split}.npz"
 
 
+def canonical_codes(codes: np.ndarray, masks: np.ndarray, variables, cfg) -> np.ndarray:
+  """Codes with one code for every empty and one for every full neighbourhood.
+
+  Many codes decode to an empty (or a full) cell, and the code search picks among them by
+  tiny differences, so the cells of plain background would carry a dozen interchangeable
+  targets that no model can predict. A cell whose 3x3-cell neighbourhood holds no
+  foreground pixel takes the code of an all-empty mask, one whose neighbourhood is all
+  foreground the code of an all-full mask (the decoder sees a cell's neighbours, hence the
+  neighbourhood). codes int32[N, g, g], masks float32[N, S, S] in {0, 1} -> int32[N, g, g].
+  """
+  from av_unified_jax.models import mask_tokenizer as mt  # pylint: disable=g-import-not-at-top
+
+  n, g = codes.shape[0], codes.shape[1]
+  size = masks.shape[-1]
+  cells = masks.reshape(n, g, size // g, g, size // g).mean(axis=(2, 4))  # [N, g, g]
+  padded_max = np.pad(cells, ((0, 0), (1, 1), (1, 1)), constant_values=0.0)
+  padded_min = np.pad(cells, ((0, 0), (1, 1), (1, 1)), mode="edge")
+  windows = lambda x: np.stack([x[:, i:i + g, j:j + g] for i in range(3) for j in range(3)])
+  empty = windows(padded_max).max(axis=0) == 0.0  # [N, g, g]
+  full = windows(padded_min).min(axis=0) == 1.0
+  plain = np.stack([np.zeros((size, size), np.float32), np.ones((size, size), np.float32)])
+  empty_code, full_code = mt.encode_masks(variables, cfg, plain)[:, g // 2, g // 2]
+  out = np.where(empty, empty_code, codes)
+  return np.where(full, full_code, out).astype(np.int32)
+
+
 class MaskCodeTable:
   """(example id, stored frame index) -> int32[Kh, Kw] codes; None for a frame without a mask.
 
@@ -62,6 +88,7 @@ class MaskCodeTable:
       return cls({})
     small = mt.resize_masks(np.stack(masks), cfg.mask_size)  # float32[N, S, S]
     codes = mt.encode_masks(variables, cfg, small, batch_size, log=log)  # int32[N, g, g]
+    codes = canonical_codes(codes, small, variables, cfg)
     return cls(dict(zip(keys, codes, strict=True)))
 
   def save(self, path: str | os.PathLike) -> None:
