@@ -41,15 +41,17 @@ def test_contrastive_loss_matches_numpy_and_prefers_aligned_pairs():
   mask = np.array([[1, 1], [1, 0], [1, 1]], bool)
   v = a + 0.1 * rng.normal(size=a.shape).astype(np.float32)
   got = float(losses.contrastive_loss(a, v, mask, tau))
-  # Reference: rows are (clip, segment) pairs; negatives are valid segments of other clips.
+  # Reference: rows are (clip, segment) pairs; negatives are valid segments of other clips,
+  # and an invalid segment is on neither side (its row and its column are masked).
   an = a.reshape(b * t, d) / np.linalg.norm(a.reshape(b * t, d), axis=-1, keepdims=True)
   vn = v.reshape(b * t, d) / np.linalg.norm(v.reshape(b * t, d), axis=-1, keepdims=True)
   clip, valid = np.repeat(np.arange(b), t), mask.reshape(-1)
-  keep = (np.eye(b * t, dtype=bool) | (clip[:, None] != clip[None])) & valid[None]
+  keep = (np.eye(b * t, dtype=bool) | (clip[:, None] != clip[None])) & valid[None] \
+      & valid[:, None]
   sim = np.where(keep, an @ vn.T / tau, -1e9)
   ce = lambda s: -np.diag(_log_softmax(s))
   ref = ((ce(sim) + ce(sim.T)) / 2 * valid).sum() / valid.sum()
-  np.testing.assert_allclose(got, ref, rtol=1e-4)
+  np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-6)  # float32 against float64
   shuffled = float(losses.contrastive_loss(a, v[::-1], mask, tau))
   assert got < shuffled
 
