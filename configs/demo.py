@@ -21,7 +21,7 @@ frames, about three steps a second. What the settings are for:
 
 from configs import common
 
-STEPS = 700
+STEPS = 800
 
 
 def get_config(arg=None):
