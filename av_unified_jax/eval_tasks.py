@@ -331,20 +331,24 @@ def upsample_maps(maps, size: int) -> np.ndarray:
   return np.asarray(mask_tokenizer.upsample_logits(np.asarray(maps, np.float32), size))
 
 
-def sharpen_heatmaps(heat) -> np.ndarray:
-  """float32[B, S, S] -> the part of each map above its own mean (zero elsewhere).
+def sharpen_heatmaps(heat, cut: float = 1.0) -> np.ndarray:
+  """float32[B, S, S] -> the part of each map above `cut` times its own mean (zero elsewhere).
 
   The map is a softmax over a coarse patch grid, smooth after upsampling; binarised at its
-  median (the official cIoU rule) it would always mark half the frame. Cut at its mean, the
+  median (the official cIoU rule) it would always mark half the frame. Cut near its mean, the
   cells the map prefers keep their values and the rest become ties at zero, which the
-  median rule leaves out, so the marked area follows what the map knows."""
+  median rule leaves out, so the marked area follows what the map knows. `cut` <= 0 leaves
+  the map as it is."""
   heat = np.asarray(heat, np.float32)
-  return np.maximum(heat - heat.mean(axis=(1, 2), keepdims=True), 0.0)
+  if cut <= 0:
+    return heat
+  return np.maximum(heat - cut * heat.mean(axis=(1, 2), keepdims=True), 0.0)
 
 
 class SslTask(EvalTask):
   """VGG-SS: heatmap (the spatial perception maps averaged over the clip's valid seconds,
-  bilinear to 224 and cut at its mean by `sharpen_heatmaps`, or the decoded box) -> `ciou`
+  bilinear to 224 and cut at `eval_config.ssl_heatmap_cut` times its mean by
+  `sharpen_heatmaps`, or the decoded box) -> `ciou`
   against `vggss_gt_map` -> `localization_summary`. `eval_config.ssl_source` picks "map" or
   "box"; `eval_config.ciou_protocol` the binarisation ("lvs" or "ezvsl")."""
 
@@ -355,6 +359,7 @@ class SslTask(EvalTask):
     cfg = eval_config
     self.source = getattr(cfg, "ssl_source", "map") if cfg else "map"
     self.protocol = getattr(cfg, "ciou_protocol", "lvs") if cfg else "lvs"
+    self.cut = float(getattr(cfg, "ssl_heatmap_cut", 1.0)) if cfg else 1.0
     if self.source not in ("map", "box"):
       raise ValueError(f"eval.ssl_source={self.source!r}: use 'map' or 'box'")
     self.decodes = self.source == "box"
@@ -377,7 +382,7 @@ class SslTask(EvalTask):
       # the whole clip's audio (LVS: 10 s) against the annotated frame.
       mean = np.stack([m[:max(1, q["valid_segments"])].mean(axis=0)
                        for m, q in zip(maps, queries, strict=True)])  # [B, h, w]
-      heat = sharpen_heatmaps(upsample_maps(mean, SSL_MAP_SIZE))
+      heat = sharpen_heatmaps(upsample_maps(mean, SSL_MAP_SIZE), self.cut)
       return [{"heatmap": h, "box": None} for h in heat]
     out = []
     for row in np.asarray(tokens):

@@ -298,3 +298,14 @@ def test_label_sets_larger_than_the_benchmark_are_rejected():
                                 "avqa": ANSWERS})
   with pytest.raises(ValueError, match="more than the official metric's 28"):
     eval_tasks.AveTask(big)
+
+
+def test_sharpen_heatmaps_cuts_at_a_multiple_of_the_mean():
+  heat = np.random.default_rng(0).random((2, 8, 8)).astype(np.float32)
+  np.testing.assert_array_equal(eval_tasks.sharpen_heatmaps(heat, 0.0), heat)
+  mean = heat.mean(axis=(1, 2), keepdims=True)
+  for cut in (0.5, 1.0):
+    out = eval_tasks.sharpen_heatmaps(heat, cut)
+    np.testing.assert_allclose(out, np.maximum(heat - cut * mean, 0.0), rtol=1e-6)
+  assert (eval_tasks.sharpen_heatmaps(heat, 0.5) > 0).sum() > (
+      eval_tasks.sharpen_heatmaps(heat, 1.0) > 0).sum()
