@@ -13,8 +13,7 @@ frames, about three steps a second. What the settings are for:
     against 30-34 % with 16-bin patches;
   - no mel shift: test plays other excerpts of the training recordings, and shifting the
     log-mel blurs what tells them apart (800 steps, same data: AVE 53.2 % against 44.9 %
-    with a shift of up to 4 bins, AVVP seg_type_avg 23.9 against 19.4, SSL cIoU@0.5 62 vs
-    58); SpecAugment stays;
+    with a shift of up to 4 bins, AVVP seg_type_avg 23.9 against 19.4); SpecAugment stays;
   - AVE's event classes also train the MIL head (loss.mil_tasks), so the audio and visual
     features learn the classes from two tasks' labels;
   - AVS trains on S4 and MS3 (MS3 annotates all five frames, S4's train split only the
