@@ -109,8 +109,7 @@ class MaskCodeTable:
 
     split = split or config.data.train_split
     codes = {}
-    sources = pipeline.open_train_sources(config, "avs", split)
-    for name, source in zip(pipeline.train_dataset_names(config, "avs"), sources, strict=True):
+    for name, source in pipeline.open_train_sources(config, "avs", split).items():
       codes.update(cls._for_dataset(config, tokenizer_dir, name, source, split, log).codes)
     return cls(codes)
 

@@ -29,6 +29,16 @@ def _examples(metas: dict, name: str, split: str) -> int:
   return sum(len(c["questions"]) for c in clips) if name == "music_avqa" else len(clips)
 
 
+def assert_vggss_boxes(dataset_dir, split, clips):
+  """The converted boxes of every clip of `split` equal the composed ones."""
+  boxes = {c["id"]: c["bbox"] for c in clips}
+  source = shards.open_split(dataset_dir, split)
+  for k in range(len(source)):
+    ex = source[k]
+    np.testing.assert_allclose(np.asarray(ex["boxes"], np.float64).reshape(-1, 4),
+                               np.asarray(boxes[ex["id"]]), atol=1e-6)
+
+
 @pytest.mark.parametrize("name", list(demo.LAYOUTS))
 def test_every_layout_converts_with_zero_skips(converted, name):
   _, out = converted
@@ -74,12 +84,7 @@ def test_novel_examples_keep_their_ground_truth(converted):
     assert clip["split"] == "test_novel"
     assert ex["category"] == clip["class"]
     assert [int(ex["start"]), int(ex["end"])] == clip["event"]
-  boxes = {c["id"]: c["bbox"] for c in metas["vggss"]}
-  source = shards.open_split(root / "a/shards/vggss", "test_novel")
-  for k in range(len(source)):
-    ex = source[k]
-    np.testing.assert_allclose(np.asarray(ex["boxes"], np.float64).reshape(-1, 4),
-                               np.asarray(boxes[ex["id"]]), atol=1e-6)
+  assert_vggss_boxes(root / "a/shards/vggss", "test_novel", metas["vggss"])
 
 
 def test_same_seed_gives_identical_shards(converted):
@@ -106,12 +111,7 @@ def test_converted_ave_and_vggss_keep_the_ground_truth(converted):
     assert [int(ex["start"]), int(ex["end"])] == clip["event"]
     frames = shards.decode_frames(ex)
     assert frames.shape[1:] == (SIZE, SIZE, 3)
-  boxes = {c["id"]: c["bbox"] for c in metas["vggss"]}
-  source = shards.open_split(root / "a/shards/vggss", "test")
-  for k in range(len(source)):
-    ex = source[k]
-    np.testing.assert_allclose(np.asarray(ex["boxes"], np.float64).reshape(-1, 4),
-                               np.asarray(boxes[ex["id"]]), atol=1e-6)
+  assert_vggss_boxes(root / "a/shards/vggss", "test", metas["vggss"])
 
 
 def test_preview_is_drawn(converted, tmp_path):

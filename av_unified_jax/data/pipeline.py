@@ -71,39 +71,17 @@ def open_source(config, task: str, split: str) -> shards.ShardSource:
   return shards.open_split(dataset_dir(config, task), split)
 
 
-def train_dataset_names(config, task: str) -> list[str]:
-  """The converted datasets `task` trains on: `dataset` then `extra_train_datasets`."""
-  names = [config.tasks[task].dataset] + list(config.tasks[task].extra_train_datasets or ())
-  bad = [n for n in names[1:] if n not in tasks.TASKS[task].datasets]
-  if bad:
-    raise ValueError(f"config.tasks.{task}.extra_train_datasets={tuple(names[1:])}: {bad} "
-                     f"is not a dataset of task {task!r} (one of {tasks.TASKS[task].datasets})")
-  return list(dict.fromkeys(names))
-
-
-def open_train_sources(config, task: str, split: str) -> list[shards.ShardSource]:
-  """The split of every dataset `task` trains on (`train_dataset_names`)."""
+def open_train_sources(config, task: str, split: str) -> dict[str, shards.ShardSource]:
+  """{dataset: its split} of every converted dataset `task` trains on: `dataset`, then
+  `extra_train_datasets`."""
   dataset_dir(config, task)  # Checks the task, its dataset and shards_dir.
-  return [shards.open_split(os.path.join(config.data.shards_dir, n), split)
-          for n in train_dataset_names(config, task)]
-
-
-class ConcatSource:
-  """Random access over several sources, one after the other (picklable for grain)."""
-
-  def __init__(self, sources):
-    self.sources = list(sources)
-    self.offsets = np.cumsum([0] + [len(s) for s in self.sources])
-
-  def __len__(self) -> int:
-    return int(self.offsets[-1])
-
-  def __getitem__(self, index: int):
-    k = int(np.searchsorted(self.offsets, index, side="right") - 1)
-    return self.sources[k][int(index - self.offsets[k])]
-
-  def __repr__(self) -> str:
-    return f"ConcatSource({self.sources!r})"
+  extra = tuple(config.tasks[task].extra_train_datasets or ())
+  bad = [n for n in extra if n not in tasks.TASKS[task].datasets]
+  if bad:
+    raise ValueError(f"config.tasks.{task}.extra_train_datasets={extra}: {bad} is not a "
+                     f"dataset of task {task!r} (one of {tasks.TASKS[task].datasets})")
+  return {n: shards.open_split(os.path.join(config.data.shards_dir, n), split)
+          for n in dict.fromkeys((config.tasks[task].dataset,) + extra)}
 
 
 def active_tasks(config) -> list[str]:
@@ -189,10 +167,10 @@ def apply_transforms(ds: grain.MapDataset, ops: list, seed: int) -> grain.MapDat
 def task_stream(config, task: str, tokenizer, *, process_index: int, process_count: int,
                 mask_codes: MaskCodes | None = None, model_cfg=None) -> grain.MapDataset:
   """Infinite MapDataset of this process's training examples of one task."""
-  sources = open_train_sources(config, task, config.data.train_split)
+  sources = list(open_train_sources(config, task, config.data.train_split).values())
   for part in sources:
     check_source(config, task, part, model_cfg)
-  source = sources[0] if len(sources) == 1 else ConcatSource(sources)
+  source = sources[0] if len(sources) == 1 else shards.ConcatSource(sources)
   if len(source) < process_count:
     raise ValueError(f"{[s.dataset_dir for s in sources]} {config.data.train_split} has "
                      f"{len(source)} examples, fewer than the {process_count} processes "

@@ -132,6 +132,24 @@ class ShardSource:
     return f"ShardSource({self.dataset_dir!r}, split={self.split!r}, len={self._len})"
 
 
+class ConcatSource:
+  """Random access over several sources, one after the other (picklable for grain)."""
+
+  def __init__(self, sources):
+    self.sources = list(sources)
+    self.offsets = np.cumsum([0] + [len(s) for s in self.sources])
+
+  def __len__(self) -> int:
+    return int(self.offsets[-1])
+
+  def __getitem__(self, index: int):
+    k = int(np.searchsorted(self.offsets, index, side="right") - 1)
+    return self.sources[k][int(index - self.offsets[k])]
+
+  def __repr__(self) -> str:
+    return f"ConcatSource({self.sources!r})"
+
+
 def open_split(dataset_dir: str | os.PathLike, split: str) -> ShardSource:
   """Opens split `split` of the converted dataset at `dataset_dir` (OUT/<dataset>)."""
   return ShardSource(dataset_dir, split)

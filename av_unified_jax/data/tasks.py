@@ -103,6 +103,7 @@ class TaskTokens:
   def __post_init__(self):
     self.weak_classes = tuple(self.tokenizer.label_sets.get("avvp", ()))
     self._weak_index = {c: i for i, c in enumerate(self.weak_classes)}
+    self._background = self._background_token() if self.task == "avs" else -1
 
   def __call__(self, clip: dict) -> dict:
     ex = clip["example"]
@@ -116,7 +117,7 @@ class TaskTokens:
                          f"more than tokens.max_target_len={self.max_target_len}; raise it")
       weights[:len(target)] = 1.0
       if self.task == "avs" and self.background_weight != 1.0:
-        weights[:len(target)][np.asarray(target) == self._background_token()] = \
+        weights[:len(target)][np.asarray(target) == self._background] = \
             self.background_weight
     weak, has_weak = self._weak(ex)
     return {**clip, "prompt_tokens": _pad(prompt, self.max_prompt_len),
@@ -124,7 +125,7 @@ class TaskTokens:
             "target_weights": weights, "weak_labels": weak, "has_weak": has_weak}
 
   def _background_token(self) -> int:
-    """Token id of the mask codes' background code (-1 when unknown)."""
+    """Token id of the mask codes' background code (-1 when unknown); computed once."""
     code = getattr(self.mask_codes, "background_code", None)
     if code is None:
       return -1
