@@ -13,6 +13,8 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
+from av_unified_jax.tokens.layout import TASKS
+
 MODES = ("train", "eval", "predict", "export", "summary")
 
 config_flags.DEFINE_config_file(
@@ -22,7 +24,7 @@ flags.DEFINE_enum("mode", "train", MODES, "What to do.")
 flags.DEFINE_string("workdir", None, "Work directory (checkpoints, logs, eval results).")
 flags.DEFINE_integer("step", None, "Checkpoint step for eval/predict/export (default: latest).")
 flags.DEFINE_string("video", None, "predict: input video file.")
-flags.DEFINE_enum("task", None, ("ave", "avvp", "avqa", "ssl", "avs"), "predict: task.")
+flags.DEFINE_enum("task", None, TASKS, "predict: task.")
 flags.DEFINE_string("question", None, "predict: question for --task=avqa.")
 flags.DEFINE_string("out", None, "predict: output directory.")
 flags.DEFINE_string("export_dir", None, "export: output directory.")

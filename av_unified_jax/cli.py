@@ -6,6 +6,17 @@ import json
 import os
 import sys
 
+import jax
+from absl import logging
+from ml_collections import config_flags
+
+from av_unified_jax import evaluate as evaluate_lib
+from av_unified_jax import main_job as main_job_lib
+from av_unified_jax import predict as predict_lib
+from av_unified_jax import runs
+from av_unified_jax import summary as summary_lib
+from av_unified_jax import train as train_lib
+
 
 class UserError(Exception):
   """A problem with the user's input (paths, flags, data): printed as one line, exit code 2."""
@@ -21,8 +32,6 @@ def initialize_distributed(flags) -> None:
   """`jax.distributed.initialize` for `--distributed` runs (before any device is touched)."""
   if not getattr(flags, "distributed", False):
     return
-  import jax
-
   jax.distributed.initialize(coordinator_address=flags.coordinator_address,
                              num_processes=flags.num_processes, process_id=flags.process_id)
 
@@ -33,9 +42,6 @@ def train(config, flags, **_) -> int:
     raise UserError("--mode=train needs --workdir=W (checkpoints, logs and results go there)")
   _quiet_library_logs(flags)
   initialize_distributed(flags)
-  from av_unified_jax import evaluate as evaluate_lib
-  from av_unified_jax import train as train_lib
-
   try:  # orbax needs an absolute checkpoint path
     return train_lib.train_and_evaluate(config, os.path.abspath(flags.workdir),
                                         make_evaluate_fn=evaluate_lib.make_evaluate_fn)
@@ -48,16 +54,12 @@ def train(config, flags, **_) -> int:
 
 def _quiet_library_logs(flags) -> None:
   """Library INFO logs (orbax reports every save) only with an explicit --verbosity."""
-  from absl import logging
-
   if "verbosity" in flags and not flags["verbosity"].present:
     logging.set_verbosity(logging.WARNING)
 
 
 def summary(config, flags, **_) -> int:
   """--mode=summary: parameters per module, FLOPs per example, parameter sharding."""
-  from av_unified_jax import summary as summary_lib
-
   return summary_lib.run(config, flags)
 
 
@@ -66,7 +68,7 @@ def export(config, flags, **_) -> int:
   del config  # The run's own config (W/config.json) describes the model.
   if not flags.workdir or not flags.export_dir:
     raise UserError("--mode=export needs --workdir=W (a trained run) and --export_dir=E")
-  from av_unified_jax.export import exporter
+  from av_unified_jax.export import exporter  # Late: it loads torch, only this mode needs it.
 
   try:
     return exporter.run(flags.workdir, flags.export_dir, step=flags.step, dtype=flags.dtype,
@@ -78,8 +80,6 @@ def export(config, flags, **_) -> int:
 def config_overrides(flags) -> dict:
   """{dotted key: value} of the `--config.<key>=value` flags given on the command line."""
   try:
-    from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
-
     return dict(config_flags.get_override_values(flags["config"]))
   except (KeyError, TypeError, AttributeError):
     return {}  # Not parsed by main.py (e.g. a namespace in tests): no overrides.
@@ -92,13 +92,11 @@ def evaluate(config, flags, **_) -> int:
   del config  # The run's own config (W/config.json) says what to evaluate.
   if not flags.workdir:
     raise UserError("--mode=eval needs --workdir=W (a trained run)")
-  from av_unified_jax import evaluate as evaluate_lib
-
   overrides = config_overrides(flags)
   try:
-    evaluate_lib.check_eval_overrides(overrides)
+    runs.check_eval_overrides(overrides)
     evaluate_lib.evaluate_workdir(flags.workdir, flags.step, overrides=overrides)
-  except evaluate_lib.RunError as e:
+  except runs.RunError as e:
     raise UserError(str(e)) from None
   return 0
 
@@ -111,8 +109,6 @@ def predict(config, flags, **_) -> int:
   if missing:
     raise UserError(f"--mode=predict needs {' '.join(missing)} (e.g. --workdir=W "
                     "--video=clip.mp4 --task=ave --out=DIR)")
-  from av_unified_jax import predict as predict_lib
-
   try:
     record = predict_lib.predict(flags.workdir, flags.video, flags.task, flags.out,
                                  question=flags.question, step=flags.step)
@@ -136,8 +132,6 @@ MODES = {
 def main_job(config, flags, **_) -> int:
   """A bare `python main.py`: the demo main job (av_unified_jax.main_job)."""
   del flags
-  from av_unified_jax import main_job as main_job_lib
-
   return main_job_lib.run(config)
 
 

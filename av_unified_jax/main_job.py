@@ -1,6 +1,6 @@
 """The main job (`python main.py` with no arguments): the demo, end to end, on one machine.
 
-  1. demo data: `data_prep.demo` builds the demo dataset in ./demo_data unless it is there;
+  1. demo data: `data_prep.demo.build` builds the demo dataset in ./demo_data unless it is there;
   2. mask tokenizer: trained on the demo's training masks (configs/mask_tokenizer.py:demo),
      kept in the run as W/mask_tokenizer, and the AVS training targets encoded with it;
   3. training: configs/demo.py in W = ./runs/demo (resumed if a checkpoint is there), with
@@ -28,7 +28,16 @@ from pathlib import Path
 
 import numpy as np
 
-from av_unified_jax import intervals as intervals_lib
+from av_unified_jax import evaluate, plots, runs, train
+from av_unified_jax.data import decode_masks, pipeline, shards
+from av_unified_jax.evaluation import baselines
+from av_unified_jax.evaluation import intervals as intervals_lib
+from av_unified_jax.evaluation import tasks as eval_tasks
+from av_unified_jax.evaluation.evaluator import Evaluation, Evaluator, clip_sample
+from av_unified_jax.mask_tokenizer.train import train_mask_tokenizer as fit_mask_tokenizer
+from configs import demo as demo_configs
+from configs import mask_tokenizer as mt_configs
+from data_prep import demo
 
 DEMO_DIR = Path("demo_data")
 NOVEL_SPLIT = "test_novel"  # The demo's split of held-out sources (new object instances).
@@ -61,8 +70,6 @@ class Stopwatch:
 # ----------------------------------------------------------------------------- stages
 def ensure_demo_data(config, demo_dir: Path, log=print) -> None:
   """Builds the demo dataset into `demo_dir` unless every dataset the config reads exists."""
-  from av_unified_jax.data import pipeline  # pylint: disable=g-import-not-at-top
-
   needed = [Path(pipeline.dataset_dir(config, t)) / "dataset_info.json"
             for t in pipeline.active_tasks(config)]
   if all(p.exists() for p in needed):
@@ -73,11 +80,11 @@ def ensure_demo_data(config, demo_dir: Path, log=print) -> None:
       return
     log(f"[main job] demo data in {demo_dir} predates the {NOVEL_SPLIT} split ({stale}); "
         "building it again")
-  from data_prep import demo  # pylint: disable=g-import-not-at-top
-
   log(f"[main job] demo data: building in {demo_dir} (once)")
-  if demo.main(["--out_dir", str(demo_dir)]) != 0:
-    raise RuntimeError(f"building the demo data in {demo_dir} failed (see the error above)")
+  try:
+    demo.build(demo_dir, workers=demo.default_workers(), log=log)
+  except (ValueError, FileNotFoundError, RuntimeError) as e:
+    raise RuntimeError(f"building the demo data in {demo_dir} failed: {e}") from None
   missing = [str(p) for p in needed if not p.exists()]
   if missing:
     raise RuntimeError(f"the demo build did not write {missing}; config.data.shards_dir="
@@ -87,11 +94,7 @@ def ensure_demo_data(config, demo_dir: Path, log=print) -> None:
 def train_mask_tokenizer(config, workdir: Path, tokenizer_config=None, log=print) -> Path:
   """Trains the mask tokenizer on the training masks of the AVS datasets into
   W/mask_tokenizer (skipped when it is there). Returns the directory."""
-  from av_unified_jax import evaluate  # pylint: disable=g-import-not-at-top
-  from av_unified_jax import mask_tokenizer_train  # pylint: disable=g-import-not-at-top
-  from av_unified_jax.data import decode_masks, shards  # pylint: disable=g-import-not-at-top
-
-  out = workdir / evaluate.MASK_TOKENIZER_DIR
+  out = workdir / runs.MASK_TOKENIZER_DIR
   if (out / "mask_tokenizer.msgpack").exists():
     log(f"[main job] mask tokenizer: cached in {out}")
     return out
@@ -109,41 +112,26 @@ def train_mask_tokenizer(config, workdir: Path, tokenizer_config=None, log=print
     raise RuntimeError(f"no training masks under {config.data.shards_dir}; the AVS datasets "
                        "are needed to train the mask tokenizer")
   if tokenizer_config is None:
-    from configs import mask_tokenizer as mt_configs  # pylint: disable=g-import-not-at-top
-
     tokenizer_config = mt_configs.get_config("demo")
   log(f"[main job] mask tokenizer: training on {len(masks)} demo masks")
-  mask_tokenizer_train.train_mask_tokenizer(tokenizer_config, masks=masks, workdir=out)
+  fit_mask_tokenizer(tokenizer_config, masks=masks, workdir=out)
   return out
 
 
-def train_and_evaluate(config, workdir: Path, log=print, final: dict | None = None) -> int:
-  """Training with the pipeline over the demo shards (AVS targets from the mask codes) and
-  the evaluation of every task at the end. `final` (when given) receives the evaluator and
-  the parameters of that last evaluation ("evaluator", "params"), to score more splits."""
-  from av_unified_jax import evaluate, mask_codes, models, train
-  from av_unified_jax.data import pipeline  # pylint: disable=g-import-not-at-top
-
-  tokenizer = pipeline.load_or_build_tokenizer(config, workdir)
-  codes = None
-  if "avs" in pipeline.active_tasks(config):
-    codes = mask_codes.MaskCodeTable.for_run(
-        config, workdir / evaluate.MASK_TOKENIZER_DIR, log=log)
-  data = pipeline.make_train_data(config, tokenizer, mask_codes=codes,
-                                  model_cfg=models.model_config_from(config.model))
+def train_and_evaluate(config, workdir: Path, log=print) -> tuple[Evaluator | None,
+                                                                  train.TrainResult]:
+  """Training (resumed when W holds checkpoints) with the evaluation of every task at the end;
+  returns the evaluator of that evaluation (None when the config evaluates nothing) and the
+  training's result (its `evaluation` is the last one, its `state.params` the parameters),
+  so that more splits are scored with the same evaluator and parameters."""
+  hooks = []
 
   def make_evaluate_fn(ctx):
-    evaluate_fn = evaluate.make_evaluate_fn(ctx)
+    hooks.append(evaluate.make_evaluate_fn(ctx, log))
+    return hooks[-1]
 
-    def hook(state, step):
-      out = evaluate_fn(state, step)
-      if final is not None and step == config.total_steps:
-        final.update(evaluator=getattr(evaluate_fn, "evaluator", None), params=state.params)
-      return out
-
-    return hook
-
-  return train.train_and_evaluate(config, workdir, data=data, make_evaluate_fn=make_evaluate_fn)
+  result = train.train(config, workdir, make_evaluate_fn=make_evaluate_fn)
+  return (getattr(hooks[0], "evaluator", None) if hooks else None), result
 
 
 # ----------------------------------------------------------------------------- splits
@@ -164,8 +152,6 @@ class SplitPlan:
 
 def has_split(config, task: str, split: str) -> bool:
   """Whether `task`'s converted dataset has `split`."""
-  from av_unified_jax.data import pipeline, shards  # pylint: disable=g-import-not-at-top
-
   info = shards.load_info(pipeline.dataset_dir(config, task))
   return split in info.get("splits", {})
 
@@ -219,9 +205,6 @@ def plan_splits(config, demo_dir: Path, train_clips: int = TRAIN_CLIPS,
   """The three tables: the evaluation split, the novel split (when converted) and a fixed
   sample of the first `train_clips` training videos of each task (stored order), scored
   against the demo's composed ground truth where the split stores no dense labels."""
-  from av_unified_jax import evaluate  # pylint: disable=g-import-not-at-top
-  from av_unified_jax.data import pipeline  # pylint: disable=g-import-not-at-top
-
   tasks = pipeline.active_tasks(config)
   plans = [SplitPlan("test", config.data.eval_split, list(tasks))]
   novel = SplitPlan("test_novel", novel_split,
@@ -244,7 +227,7 @@ def plan_splits(config, demo_dir: Path, train_clips: int = TRAIN_CLIPS,
       train.ground_truth[task] = truth
       train.notes.append(f"{task}: scored against the composed ground truth in "
                          f"{demo_dir}/metadata/{config.tasks[task].dataset}.json")
-    train.max_examples[task], train.videos[task] = evaluate.clip_sample(
+    train.max_examples[task], train.videos[task] = clip_sample(
         config, task, train.split, train_clips)
     train.tasks.append(task)
   plans.append(train)
@@ -252,7 +235,7 @@ def plan_splits(config, demo_dir: Path, train_clips: int = TRAIN_CLIPS,
 
 
 def evaluate_plan(evaluator, params, plan: SplitPlan, out_dir: Path):
-  """The model's results and intervals on `plan` (an `evaluate.Evaluation`), written to
+  """The model's results and intervals on `plan` (an `Evaluation`), written to
   `out_dir`."""
   return evaluator.evaluate_split(params, out_dir, split=plan.split,
                                   max_examples=plan.max_examples,
@@ -264,9 +247,6 @@ def baseline_scores(config, workdir: Path, log=print, plan: SplitPlan | None = N
   """{task: {baseline: {metric: value}}} on the examples the model was scored on (`plan`'s
   split, examples and ground truth; default: the evaluation split) with the run's tokenizer
   giving the class order, as in the evaluation. The baselines learn from the training split."""
-  from av_unified_jax import baselines, eval_tasks  # pylint: disable=g-import-not-at-top
-  from av_unified_jax.data import pipeline  # pylint: disable=g-import-not-at-top
-
   plan = plan or SplitPlan("test", config.data.eval_split, pipeline.active_tasks(config))
   tokenizer = pipeline.load_or_build_tokenizer(config, workdir)
   out = {}
@@ -337,8 +317,6 @@ def report(config, workdir: Path, tables: dict[str, dict], watch: Stopwatch, log
 
   `tables` maps test / test_novel / train to {"results", "baselines", "intervals", "notes",
   "videos"} (a table without results is skipped, its notes printed)."""
-  from av_unified_jax import plots  # pylint: disable=g-import-not-at-top
-
   rows, texts = {}, {}
   for label, table in tables.items():
     title = TABLE_TITLES.get(label, label)
@@ -374,14 +352,14 @@ def report(config, workdir: Path, tables: dict[str, dict], watch: Stopwatch, log
   return rows["test"]
 
 
-def score_tables(config, workdir: Path, demo_dir: Path, final: dict, log=print,
-                 watch: Stopwatch | None = None) -> dict[str, dict]:
+def score_tables(config, workdir: Path, demo_dir: Path, evaluator: Evaluator | None, params,
+                 log=print, watch: Stopwatch | None = None,
+                 test_evaluation: Evaluation | None = None) -> dict[str, dict]:
   """The model's results and intervals and the baselines of every table (see `plan_splits`):
-  the test split's from the training's last evaluation (W/eval/<step>/), the others scored
-  now with the same evaluator and parameters into W/main_job/<label>/."""
-  from av_unified_jax import evaluate  # pylint: disable=g-import-not-at-top
-
-  step_dir = evaluate.eval_dir(workdir, config.total_steps)
+  the test split's from the training's last evaluation (`test_evaluation`, when given), the
+  others scored now with the same evaluator and parameters into W/main_job/<label>/ (without
+  an evaluator, the run's final checkpoint is loaded)."""
+  step_dir = runs.eval_dir(workdir, config.total_steps)
   tables = {}
   for plan in plan_splits(config, demo_dir):
     table = {"split": plan.split, "notes": list(plan.notes), "videos": dict(plan.videos)}
@@ -391,34 +369,25 @@ def score_tables(config, workdir: Path, demo_dir: Path, final: dict, log=print,
         table["notes"].append(f"no task has split {plan.split!r}; table skipped")
       continue
     t0 = time.perf_counter()
-    if plan.label == "test" and (step_dir / evaluate.INTERVALS_FILE).exists():
-      table["results"] = json.loads((step_dir / evaluate.RESULTS_FILE).read_text())
-      table["intervals"] = evaluate.read_intervals(step_dir)
-      saved = json.loads((step_dir / evaluate.INTERVALS_FILE).read_text())
-      table["videos"] = saved.get("videos", {})
-    else:
-      evaluator, params = _final_evaluator(workdir, config, final, log)
+    done = test_evaluation if plan.label == "test" else None
+    if done is None:
+      if evaluator is None:
+        evaluator, params = final_evaluator(workdir, config, log)
       done = evaluate_plan(evaluator, params, plan,
                            step_dir if plan.label == "test" else workdir / "main_job" / plan.label)
-      table.update(results=done.results, intervals=done.intervals, videos=done.videos,
-                   examples=done.examples)
+    table.update(results=done.results, intervals=done.intervals, videos=done.videos,
+                 examples=done.examples)
     table["baselines"] = baseline_scores(config, workdir, log, plan)
     if watch is not None:
       watch.lap(f"{plan.label}: evaluation and baselines", t0)
   return tables
 
 
-def _final_evaluator(workdir: Path, config, final: dict, log):
-  """The evaluator and parameters of the training's last evaluation, or the run's final
-  checkpoint loaded again when there was none."""
-  from av_unified_jax import evaluate  # pylint: disable=g-import-not-at-top
-
-  if final.get("evaluator") is None:
-    run = evaluate.load_run(workdir, config.total_steps)
-    final["evaluator"] = evaluate.Evaluator(run.config, run.tokenizer, run.model, run.mesh,
-                                            run.rules, run.mask_decoder, log)
-    final["params"] = run.params
-  return final["evaluator"], final["params"]
+def final_evaluator(workdir: Path, config, log=print) -> tuple[Evaluator, object]:
+  """An evaluator and the parameters of the run's final checkpoint, loaded from W."""
+  run = runs.load_run(workdir, config.total_steps)
+  return Evaluator(run.config, run.tokenizer, run.model, run.mesh, run.rules,
+                   run.mask_decoder, log), run.params
 
 
 # ----------------------------------------------------------------------------- entry point
@@ -426,9 +395,7 @@ def run(config=None, workdir: str | Path = WORKDIR, demo_dir: str | Path = DEMO_
         mask_tokenizer_config=None, log: Callable[[str], None] = print) -> int:
   """Runs the main job (see the module docstring); returns the exit code."""
   if config is None:
-    from configs import demo  # pylint: disable=g-import-not-at-top
-
-    config = demo.get_config()
+    config = demo_configs.get_config()
   workdir, demo_dir = Path(workdir).absolute(), Path(demo_dir)  # orbax needs absolute paths
   watch = Stopwatch(log)
   t0 = time.perf_counter()
@@ -438,12 +405,12 @@ def run(config=None, workdir: str | Path = WORKDIR, demo_dir: str | Path = DEMO_
   train_mask_tokenizer(config, workdir, mask_tokenizer_config, log)
   watch.lap("mask tokenizer", t0)
   t0 = time.perf_counter()
-  final: dict = {}
-  code = train_and_evaluate(config, workdir, log, final)
-  if code:
-    return code
+  evaluator, result = train_and_evaluate(config, workdir, log)
+  if result.preempted:
+    return 0
   watch.lap("training and evaluation", t0)
-  tables = score_tables(config, workdir, demo_dir, final, log, watch)
+  tables = score_tables(config, workdir, demo_dir, evaluator, result.state.params, log, watch,
+                        test_evaluation=result.evaluation)
   report(config, workdir, tables, watch, log)
   log(f"[main job] done in {watch.total() / 60:.1f} min (work directory {workdir})")
   return 0

@@ -16,7 +16,7 @@ import numpy as np
 matplotlib.use("Agg")  # Files only; never opens a window.
 import matplotlib.pyplot as plt  # noqa: E402
 
-TASK_ORDER = ("ave", "avvp", "avqa", "ssl", "avs")
+from av_unified_jax.tokens.layout import TASKS as TASK_ORDER  # noqa: E402
 
 
 def read_metrics(path: str | Path) -> list[dict]:

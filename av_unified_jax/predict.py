@@ -4,10 +4,10 @@
     python main.py --mode=predict --workdir=W --video=clip.mp4 --task=avqa \
         --question="How many instruments are sounding?" --out=DIR
 
-The video is decoded by the same media code as the dataset conversion (`data_prep.media`,
-with the conversion settings of the run's training data), turned into model inputs by the
-input pipeline's evaluation transforms, run through the model like an evaluation batch, and
-interpreted by `eval_tasks`. Writes:
+The video is decoded by the same media code as the dataset conversion (`data.media`, with
+the conversion settings of the run's training data), turned into model inputs by the input
+pipeline's evaluation transforms, run through the model like an evaluation batch, and
+interpreted by `evaluation.tasks`. Writes:
 
   DIR/prediction.json   the answer: AVE segment labels and the event span; AVVP audio and
                         visual events; AVQA question and answer; SSL box and heatmap peak;
@@ -27,9 +27,14 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from av_unified_jax import eval_tasks, evaluate
-
-TASKS = ("ave", "avvp", "avqa", "ssl", "avs")
+from av_unified_jax import plots, runs, sharding
+from av_unified_jax.data import media as media_lib
+from av_unified_jax.data import pipeline, schema, shards
+from av_unified_jax.data.params import ConvertParams
+from av_unified_jax.evaluation import tasks as eval_tasks
+from av_unified_jax.evaluation.evaluator import avs_token_groups
+from av_unified_jax.evaluation.runner import ModelRunner, to_global
+from av_unified_jax.tokens import TASKS
 AVS_SECONDS = 5  # AVSBench clips: one mask per second of the first 5 s.
 
 
@@ -50,12 +55,8 @@ class Media:
 
 # ----------------------------------------------------------------------------- media
 def conversion_params(config, task: str):
-  """The conversion settings of the run's training data for `task` (data_prep.params); the
+  """The conversion settings of the run's training data for `task` (`ConvertParams`); the
   defaults with the config's image size when the converted data is not at hand."""
-  from data_prep.params import ConvertParams  # pylint: disable=g-import-not-at-top
-
-  from av_unified_jax.data import shards  # pylint: disable=g-import-not-at-top
-
   path = Path(config.data.shards_dir or ".") / config.tasks[task].dataset
   fields = {f.name for f in dataclasses.fields(ConvertParams)}
   try:
@@ -70,14 +71,12 @@ def conversion_params(config, task: str):
 
 def load_media(video: str | Path, seconds: int, params) -> Media:
   """Decodes the first `seconds` of `video` (frames and log-mel), or raises PredictError."""
-  from data_prep import media  # pylint: disable=g-import-not-at-top
-
   video = Path(video)
   if not video.is_file():
     raise PredictError(f"--video={video}: file not found; give the path of a video file")
   try:
-    clip = media.load_video_clip(str(video.parent), video.name, seconds, params)
-  except media.BadMedia as e:
+    clip = media_lib.load_video_clip(str(video.parent), video.name, seconds, params)
+  except media_lib.BadMedia as e:
     reason = str(e)
     hint = {"no audio stream": "give a video with a sound track",
             "no video stream": "give a video, not an audio file",
@@ -115,8 +114,6 @@ def make_examples(task: str, media: Media, video_id: str, question: str | None) 
 def model_batch(config, task: str, tokenizer, examples: list[dict], batch_size: int) -> dict:
   """The pipeline's evaluation transforms on each example, stacked and padded (by repeating
   the first row) to `batch_size` rows."""
-  from av_unified_jax.data import pipeline  # pylint: disable=g-import-not-at-top
-
   ops = pipeline.example_transforms(config, task, tokenizer, train=False)
   rows = []
   for example in examples:
@@ -138,29 +135,24 @@ def predict(workdir: str | Path, video: str | Path, task: str, out_dir: str | Pa
     raise PredictError("--task=avqa needs --question=\"...\" (the question to answer)")
   if task != "avqa" and question:
     raise PredictError(f"--question is only for --task=avqa, not --task={task}")
-  from av_unified_jax.data import schema  # pylint: disable=g-import-not-at-top
-
   try:  # The cheap checks first: the run's config, then the video, then the checkpoint.
-    config = evaluate.load_run_config(workdir)
+    config = runs.load_run_config(workdir)
     seconds = schema.get_spec(config.tasks[task].dataset).clip_seconds
     media = load_media(video, seconds, conversion_params(config, task))
-    run = evaluate.load_run(workdir, step)
-  except evaluate.RunError as e:
+    run = runs.load_run(workdir, step)
+  except runs.RunError as e:
     raise PredictError(str(e)) from None
   if task == "avs" and run.mask_decoder is None:
     raise PredictError(f"--task=avs needs the run's mask tokenizer in "
-                       f"{Path(workdir) / evaluate.MASK_TOKENIZER_DIR}; train it first")
+                       f"{Path(workdir) / runs.MASK_TOKENIZER_DIR}; train it first")
   examples = make_examples(task, media, Path(video).stem, question)
   batch_size = max(int(run.config.eval.batch_size), len(examples))
   batch = model_batch(run.config, task, run.tokenizer, examples, batch_size)
   spec = eval_tasks.TASKS[task](run.tokenizer, run.config.eval, run.mask_decoder)
-  from av_unified_jax import sharding  # pylint: disable=g-import-not-at-top
-
-  runner = evaluate.ModelRunner(
-      run.model, run.tokenizer, run.config.eval.beam_size,
-      evaluate.avs_token_groups(run.config, run.tokenizer, run.mask_decoder))
+  runner = ModelRunner(run.model, run.tokenizer, run.config.eval.beam_size,
+                       avs_token_groups(run.config, run.tokenizer, run.mask_decoder))
   with sharding.activate(run.mesh, run.rules):
-    tokens, aux = runner(spec, run.params, evaluate.to_global(batch, run.mesh, run.rules))
+    tokens, aux = runner(spec, run.params, to_global(batch, run.mesh, run.rules))
   n = len(examples)
   queries = [{"focus_segment": int(batch["focus_segment"][i]),
               "frame": int(examples[i].get("_frame_index", -1)),
@@ -177,8 +169,6 @@ def predict(workdir: str | Path, video: str | Path, task: str, out_dir: str | Pa
   record = {"task": task, "video": str(video), "workdir": str(workdir), "step": run.step,
             "valid_seconds": media.num_segments, **answer}
   (out_dir / "prediction.json").write_text(json.dumps(record, indent=1) + "\n")
-  from av_unified_jax import plots  # pylint: disable=g-import-not-at-top
-
   plots.draw_prediction(task, record, media.frames, outputs, out_dir)
   return record
 

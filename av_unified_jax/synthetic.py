@@ -14,7 +14,9 @@ import dataclasses
 
 import numpy as np
 
-NUM_TASKS = 5
+from av_unified_jax.tokens.layout import TASKS
+
+NUM_TASKS = len(TASKS)
 MAP_GRID = 16  # Side of `focus_map` (the same as data.tasks.MAP_GRID, kept free of data imports).
 
 

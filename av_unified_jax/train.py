@@ -1,7 +1,8 @@
 """The training function: mesh -> data -> abstract state -> shardings -> step functions ->
 restore -> loop -> final evaluation. One flat function in sections, each calling a helper.
 
-  exit_code = train_and_evaluate(config, workdir)
+  result = train(config, workdir, make_evaluate_fn=...)  # TrainResult: step, state, evaluation
+  exit_code = train_and_evaluate(config, workdir)          # --mode=train
 
 Writes under the work directory W: `config.json`, `metrics.jsonl`, `tensorboard/`,
 `checkpoints/<step>/` (orbax), and whatever the evaluation hook writes (`eval/<step>/`).
@@ -12,21 +13,22 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
-from av_unified_jax import checkpointing, metric_writers, models, sharding, steps, synthetic
+from av_unified_jax import checkpointing, metric_writers, models, runs, sharding, steps, synthetic
 from av_unified_jax.data import pipeline
 from av_unified_jax.data.pipeline import TrainData
+from av_unified_jax.mask_tokenizer import mask_codes
 
-# evaluate_fn(state, step) -> {task: {metric: value}} (or None); called on eval steps.
-EvaluateFn = Callable[[steps.TrainState, int], Mapping[str, Mapping[str, float]] | None]
+# evaluate_fn(state, step) -> an evaluation whose `.results` are {task: {metric: value}}, or
+# that mapping itself (or None); called on eval steps.
+EvaluateFn = Callable[[steps.TrainState, int], Any]
 
 
 class NonFiniteLossError(RuntimeError):
@@ -48,11 +50,27 @@ class TrainContext:
   data: Any
 
 
-def train_and_evaluate(config, workdir: str | Path, *,
-                       make_evaluate_fn: Callable[[TrainContext], EvaluateFn] | None = None,
-                       data: TrainData | None = None, model=None,
-                       progress: bool | None = None) -> int:
-  """Trains `config` in `workdir`, resuming from its latest checkpoint; returns 0 when done.
+@dataclasses.dataclass
+class TrainResult:
+  """What a call of `train` ends with: the last step run, the train state there, the last
+  evaluation the hook returned (None without one), and whether a SIGTERM cut the run short."""
+  step: int
+  state: Any
+  evaluation: Any = None
+  preempted: bool = False
+
+
+def train_and_evaluate(config, workdir: str | Path, **kwargs) -> int:
+  """--mode=train: `train` (same arguments); returns the exit code, 0."""
+  train(config, workdir, **kwargs)
+  return 0
+
+
+def train(config, workdir: str | Path, *,
+          make_evaluate_fn: Callable[[TrainContext], EvaluateFn] | None = None,
+          data: TrainData | None = None, model=None,
+          progress: bool | None = None) -> TrainResult:
+  """Trains `config` in `workdir`, resuming from its latest checkpoint; returns a TrainResult.
 
   Args:
     config: the experiment ConfigDict (configs/common.py has every key).
@@ -64,7 +82,7 @@ def train_and_evaluate(config, workdir: str | Path, *,
     model: the flax module (default: `models.AVUnified` for `config.model`).
     progress: show a progress bar (default: when stderr is a terminal).
   Raises NonFiniteLossError (after keeping the last good checkpoint) if the loss diverges.
-  A SIGTERM saves a checkpoint at the next step and returns 0.
+  A SIGTERM saves a checkpoint at the next step and returns (`preempted`).
   """
   workdir = Path(workdir)
   is_primary = jax.process_index() == 0
@@ -81,16 +99,13 @@ def train_and_evaluate(config, workdir: str | Path, *,
   data = data or make_train_data(config, workdir)
 
   # ---- Model and abstract (shape-only) train state.
-  model = model or build_model(config, data.vocab_size, data.num_classes)
-  tx, schedule = steps.make_optimizer(config.optim, config.total_steps)
+  model = model or runs.build_model(config, data.vocab_size, data.num_classes)
   init_rng, dropout_rng = jax.random.split(jax.random.key(config.seed))
-  init_fn = make_init_fn(model, tx, data.batch_spec)
-  abstract_boxed = jax.eval_shape(init_fn, init_rng)
 
   # ---- Shardings: logical axis names -> mesh axes.
-  state_shardings = sharding.param_shardings(abstract_boxed, mesh, rules)
-  abstract_state = checkpointing.with_shardings(
-      checkpointing.unbox(abstract_boxed), state_shardings)
+  shapes = runs.abstract_state(config, model, data.batch_spec, mesh, rules)
+  tx, schedule, init_fn = shapes.tx, shapes.schedule, shapes.init_fn
+  state_shardings, abstract_state = shapes.shardings, shapes.abstract
   batch_shardings = sharding.batch_shardings(data.batch_spec, mesh, rules)
   replicated = NamedSharding(mesh, PartitionSpec())
 
@@ -124,7 +139,7 @@ def train_and_evaluate(config, workdir: str | Path, *,
   watcher = checkpointing.PreemptionWatcher(manager)
   pending: list[tuple[int, dict]] = []  # Device metrics of the steps not yet checked.
   meter = ThroughputMeter(start_step, config.data.batch_size)
-  step, evaluated_at = start_step, None
+  step, evaluated_at, evaluation = start_step, None, None
   try:
     with sharding.activate(mesh, rules):
       for step in range(start_step + 1, config.total_steps + 1):
@@ -146,15 +161,15 @@ def train_and_evaluate(config, workdir: str | Path, *,
         if preempted:
           manager.wait_until_finished()
           writer.write_text(f"SIGTERM: saved checkpoint {step} in {workdir}; exiting.")
-          return 0
+          return TrainResult(step, state, evaluation, preempted=True)
         if evaluate_fn and (step % config.eval_every_steps == 0 or is_last):
-          run_evaluation(evaluate_fn, state, step, writer)
+          evaluation = run_evaluation(evaluate_fn, state, step, writer)
           evaluated_at = step
 
     # ---- Final evaluation (when the run was already complete before this call).
     if evaluate_fn and evaluated_at != config.total_steps:
       with sharding.activate(mesh, rules):
-        run_evaluation(evaluate_fn, state, step, writer)
+        evaluation = run_evaluation(evaluate_fn, state, step, writer)
   except NonFiniteLossError as e:
     manager.wait_until_finished()
     raise NonFiniteLossError(f"{e}; {last_good_checkpoint(manager, workdir)}") from None
@@ -164,7 +179,7 @@ def train_and_evaluate(config, workdir: str | Path, *,
     writer.close()
     if hasattr(data.iterator, "close"):
       data.iterator.close()
-  return 0
+  return TrainResult(step, state, evaluation)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -189,9 +204,7 @@ def make_train_data(config, workdir: str | Path) -> TrainData:
 
 def avs_mask_codes(config, workdir: str | Path):
   """AVS target codes from W/mask_tokenizer (None without one: AVS targets get no weight)."""
-  from av_unified_jax import evaluate, mask_codes  # Only runs with AVS need them.
-
-  directory = Path(workdir) / evaluate.MASK_TOKENIZER_DIR
+  directory = Path(workdir) / runs.MASK_TOKENIZER_DIR
   if "avs" not in pipeline.active_tasks(config) or not directory.is_dir():
     return None
   log = print if jax.process_index() == 0 else (lambda *_: None)
@@ -212,23 +225,6 @@ def synthetic_train_data(config, model_cfg) -> TrainData:
                 for k, v in example.items()}
   return TrainData(iterator, batch_spec, SYNTHETIC_VOCAB_SIZE, SYNTHETIC_NUM_CLASSES,
                    tokenizer=None)
-
-
-def build_model(config, vocab_size: int, num_classes: int):
-  """`models.AVUnified` for `config.model` with the data's vocabulary and class count."""
-  cfg = models.model_config_from(config.model, vocab_size=vocab_size,
-                                 num_mil_classes=num_classes)
-  return models.AVUnified(cfg)
-
-
-def make_init_fn(model, tx, batch_spec: Mapping[str, jax.ShapeDtypeStruct]):
-  """`init_fn(rng) -> TrainState` with boxed (logically partitioned) params; a batch of one."""
-  def init_fn(rng):
-    dummy = {k: jnp.zeros((1,) + s.shape[1:], s.dtype) for k, s in batch_spec.items()}
-    params = model.init({"params": rng, "dropout": rng}, dummy, train=False)["params"]
-    return steps.TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                            opt_state=tx.init(params))
-  return init_fn
 
 
 def check_periods(config) -> None:
@@ -278,13 +274,16 @@ class ThroughputMeter:
     return {"train/steps_per_s": rate, "train/examples_per_s": rate * self._batch}
 
 
-def run_evaluation(evaluate_fn: EvaluateFn, state, step: int, writer) -> None:
-  """Calls the evaluation hook and logs its `{task: {metric: value}}` as `eval/<task>/<m>`."""
-  results = evaluate_fn(state, step)
+def run_evaluation(evaluate_fn: EvaluateFn, state, step: int, writer):
+  """Calls the evaluation hook, logs its `{task: {metric: value}}` as `eval/<task>/<m>` and
+  returns what the hook returned."""
+  evaluation = evaluate_fn(state, step)
+  results = getattr(evaluation, "results", evaluation)
   if results:
     writer.write_scalars(step, {f"eval/{task}/{name}": float(value)
                                 for task, metrics in results.items()
                                 for name, value in metrics.items()})
+  return evaluation
 
 
 def describe_run(config, mesh, abstract_state, start_step: int) -> str:

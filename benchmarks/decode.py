@@ -58,7 +58,8 @@ def measure(config_name: str, batch_size: int, max_len: int, repeats: int, threa
   import jax  # pylint: disable=g-import-not-at-top
   import torch  # pylint: disable=g-import-not-at-top
 
-  from av_unified_jax import decoding, models, tokens  # pylint: disable=g-import-not-at-top
+  from av_unified_jax import models, tokens  # pylint: disable=g-import-not-at-top
+  from av_unified_jax.evaluation import decoding  # pylint: disable=g-import-not-at-top
 
   config = train_step.load_config(config_name, batch_size)
   cfg = train_step.model_config(config, tok.layout.vocab_size)

@@ -85,11 +85,11 @@ def abstract_setup(config, vocab: int) -> Setup:
   """`jax.eval_shape` of the train loop's init function for `config` (nothing allocated)."""
   import jax  # pylint: disable=g-import-not-at-top
 
-  from av_unified_jax import steps, synthetic, tokens, train  # pylint: disable=g-import-not-at-top
+  from av_unified_jax import runs, synthetic, tokens  # pylint: disable=g-import-not-at-top
   from av_unified_jax.models import model_config_from  # pylint: disable=g-import-not-at-top
 
   classes = len(tokens.LLP_CLASSES)
-  model = train.build_model(config, vocab, classes)
+  model = runs.build_model(config, vocab, classes)
   cfg = model_config_from(config.model)
   spec = synthetic.SyntheticSpec(
       batch_size=config.data.batch_size, num_segments=config.data.num_segments,
@@ -99,9 +99,8 @@ def abstract_setup(config, vocab: int) -> Setup:
   example = synthetic.make_batch(dataclasses.replace(spec, batch_size=1), 0, 0)
   batch = {k: jax.ShapeDtypeStruct((spec.batch_size,) + v.shape[1:], v.dtype)
            for k, v in example.items()}
-  tx, schedule = steps.make_optimizer(config.optim, config.total_steps)
-  init_fn = train.make_init_fn(model, tx, batch)
-  return Setup(config, model, tx, schedule, jax.eval_shape(init_fn, jax.random.key(0)), batch)
+  state = runs.abstract_state(config, model, batch)
+  return Setup(config, model, state.tx, state.schedule, state.boxed, batch)
 
 
 def device_bytes(abstract_state, shardings, devices) -> dict[int, int]:

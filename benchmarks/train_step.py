@@ -67,12 +67,12 @@ class JaxTrainer:
   def __init__(self, config, vocab_size: int, batch: dict[str, np.ndarray]):
     import jax  # pylint: disable=g-import-not-at-top
 
-    from av_unified_jax import checkpointing, steps, train  # pylint: disable=g-import-not-at-top
+    from av_unified_jax import checkpointing, runs, steps  # pylint: disable=g-import-not-at-top
 
-    self.model = train.build_model(config, vocab_size, NUM_CLASSES)
-    tx, schedule = steps.make_optimizer(config.optim, config.total_steps)
+    self.model = runs.build_model(config, vocab_size, NUM_CLASSES)
     spec = {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in batch.items()}
-    init_fn = train.make_init_fn(self.model, tx, spec)
+    shapes = runs.abstract_state(config, self.model, spec)
+    tx, schedule, init_fn = shapes.tx, shapes.schedule, shapes.init_fn
     self.state = jax.jit(lambda r: checkpointing.unbox(init_fn(r)))(jax.random.key(config.seed))
     self.initial_params = jax.device_get(self.state.params)
     self.batch = jax.device_put(batch)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import ml_collections
 from ml_collections import config_dict
 
-TASKS = ("ave", "avvp", "avqa", "ssl", "avs")
+from av_unified_jax.tokens.layout import TASKS
 
 
 def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:

@@ -9,10 +9,9 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from av_unified_jax.data import records, schema
-from data_prep import media
+from av_unified_jax.data import media, records, schema
+from av_unified_jax.data.params import ConvertParams
 from data_prep.common import MaskFiles, StillsMedia, Unit, VideoMedia
-from data_prep.params import ConvertParams
 
 
 @dataclasses.dataclass(frozen=True)

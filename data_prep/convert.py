@@ -39,9 +39,9 @@ import os
 import sys
 
 from av_unified_jax.data import records, schema, shards
+from av_unified_jax.data.params import ConvertParams
 from data_prep import ave, avsbench, build, llp, music_avqa, vggss, writer
 from data_prep.common import AnnotationFileError, Listing, Unit, sha256_file
-from data_prep.params import ConvertParams
 
 LISTERS = {
     "ave": ave.list_split,

@@ -20,8 +20,8 @@ import re
 from array_record.python import array_record_module
 
 from av_unified_jax.data import shards
+from av_unified_jax.data.params import ConvertParams
 from data_prep.common import Unit
-from data_prep.params import ConvertParams
 
 
 @dataclasses.dataclass(frozen=True)

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import train_helpers as th
 
-from av_unified_jax import checkpointing, sharding, steps, train
+from av_unified_jax import checkpointing, runs, sharding, steps, train
 
 
 def _abstract_state(config, model, data, mesh):
   tx, _ = steps.make_optimizer(config.optim, config.total_steps)
-  init_fn = train.make_init_fn(model, tx, data.batch_spec)
+  init_fn = runs.make_init_fn(model, tx, data.batch_spec)
   boxed = jax.eval_shape(init_fn, jax.random.key(0))
   shardings = sharding.param_shardings(boxed, mesh, sharding.logical_rules(config))
   return init_fn, shardings, checkpointing.with_shardings(checkpointing.unbox(boxed), shardings)

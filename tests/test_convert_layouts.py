@@ -13,7 +13,7 @@ from PIL import Image
 from av_unified_jax.data import decode_frames, decode_masks, open_split, schema
 from data_prep import convert
 from data_prep.common import reason_kind
-from data_prep.params import ConvertParams
+from av_unified_jax.data.params import ConvertParams
 from fixtures import convert_raw as cr
 
 IMAGE = 32

@@ -12,7 +12,7 @@ from av_unified_jax.data import open_split, records
 from data_prep import build, convert
 from data_prep import inspect as inspect_cli
 from data_prep.common import AnnotationFileError
-from data_prep.params import ConvertParams
+from av_unified_jax.data.params import ConvertParams
 from fixtures import convert_raw as cr
 
 PARAMS = ConvertParams(clips_per_shard=2)

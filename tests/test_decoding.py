@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 import model_helpers as H
-from av_unified_jax import decoding, models, tokens
+from av_unified_jax import models, tokens
+from av_unified_jax.evaluation import decoding
 from av_unified_jax.models.decoder import shift_right
 
 

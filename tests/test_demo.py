@@ -14,8 +14,8 @@ import soundfile as sf
 from PIL import Image
 
 from data_prep import demo
-from data_prep import demo_compose as dc
-from data_prep.demo_assets import ASSETS_DIR, EXCERPT_MIN_S, SAMPLE_RATE, load_pack, raw_split
+from data_prep.demo import compose as dc
+from data_prep.demo.assets import ASSETS_DIR, EXCERPT_MIN_S, SAMPLE_RATE, load_pack, raw_split
 
 CLIPS, SIZE = 6, 64
 

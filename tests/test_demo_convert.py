@@ -8,7 +8,8 @@ import pytest
 from PIL import Image
 
 from av_unified_jax.data import shards
-from data_prep import demo, demo_preview
+from data_prep import demo
+from data_prep.demo import preview as demo_preview
 
 CLIPS, SIZE = 6, 64
 

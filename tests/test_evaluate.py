@@ -11,7 +11,9 @@ import json
 import numpy as np
 import pytest
 
-from av_unified_jax import evaluate, metrics, sharding, tokens, train
+from av_unified_jax import metrics, runs, sharding, tokens
+from av_unified_jax.evaluation import evaluator as evaluator_lib
+from av_unified_jax.mask_tokenizer.decoder import MaskDecoder
 from av_unified_jax.data import decode_masks, shards
 from configs import tiny
 
@@ -81,9 +83,9 @@ class ExactCodes:
 
 
 def oracle_evaluator(config, tokenizer, mask_decoder=None, mask_codes=None):
-  model = train.build_model(config, tokenizer.layout.vocab_size,
+  model = runs.build_model(config, tokenizer.layout.vocab_size,
                             len(tokenizer.label_sets["avvp"]))
-  ev = evaluate.Evaluator(config, tokenizer, model, sharding.make_mesh(config.mesh),
+  ev = evaluator_lib.Evaluator(config, tokenizer, model, sharding.make_mesh(config.mesh),
                           sharding.logical_rules(config), mask_decoder, log=lambda s: None,
                           mask_codes=mask_codes)
   ev.runner = OracleRunner()
@@ -99,7 +101,7 @@ def test_oracle_targets_score_perfectly_and_files_are_written(demo, tmp_path):
 
   saved = json.loads((tmp_path / "eval" / "7" / "results.json").read_text())
   assert saved == json.loads(json.dumps(results))
-  bounds = evaluate.read_intervals(tmp_path / "eval" / "7")
+  bounds = evaluator_lib.read_intervals(tmp_path / "eval" / "7")
   assert set(bounds) == set(saved)
   for task, scores in saved.items():
     assert set(bounds[task]) <= set(scores)
@@ -170,25 +172,25 @@ def test_run_config_round_trip_and_clear_errors(tmp_path):
   writer = metric_writers.MetricWriter(tmp_path, total_steps=1, start_step=0, tensorboard=False)
   writer.write_config(config)
   writer.close()
-  loaded = evaluate.load_run_config(tmp_path)
+  loaded = runs.load_run_config(tmp_path)
   assert loaded.to_dict() == config.to_dict()
   assert loaded.model.temporal_scales is None and isinstance(loaded.logical_axis_rules, tuple)
-  with pytest.raises(evaluate.RunError, match="config.json not found"):
-    evaluate.load_run_config(tmp_path / "nothing")
-  with pytest.raises(evaluate.RunError, match="no saved tokenizer|saved no tokenizer"):
-    evaluate.load_run(tmp_path)
+  with pytest.raises(runs.RunError, match="config.json not found"):
+    runs.load_run_config(tmp_path / "nothing")
+  with pytest.raises(runs.RunError, match="no saved tokenizer|saved no tokenizer"):
+    runs.load_run(tmp_path)
 
 
 def test_mask_decoder_checks_the_token_layout(tmp_path):
   import jax
 
-  from av_unified_jax.models import mask_tokenizer as mt
+  from av_unified_jax import mask_tokenizer as mt
 
   cfg = mt.MaskTokenizerConfig(mask_size=16, grid=4, codebook_size=8, code_dim=4,
                                channels=(4, 4), num_res_blocks=1)
   mt.save_tokenizer(tmp_path, cfg, mt.init_variables(cfg, jax.random.key(0)))
   with pytest.raises(ValueError, match="4x4 grid of 8 codes"):
-    evaluate.MaskDecoder.load(tmp_path, (8, 8), 8)
+    MaskDecoder.load(tmp_path, (8, 8), 8)
   with pytest.raises(ValueError, match="4x4 grid of 8 codes"):
-    evaluate.MaskDecoder.load(tmp_path, (4, 4), 512)
-  assert evaluate.load_mask_decoder(tmp_path / "no_run", None) is None
+    MaskDecoder.load(tmp_path, (4, 4), 512)
+  assert runs.load_mask_decoder(tmp_path / "no_run", None) is None

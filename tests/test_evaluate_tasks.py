@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from av_unified_jax import baselines, eval_tasks, metrics, tokens
+from av_unified_jax import metrics, tokens
+from av_unified_jax.evaluation import baselines
+from av_unified_jax.evaluation import tasks as eval_tasks
 
 AVE = ("dog", "cat", "violin")
 LLP = ("speech", "dog", "violin", "car")

@@ -25,11 +25,11 @@ from flax import traverse_util
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from av_unified_jax import checkpointing, cli, models, steps, tokens, train
+from av_unified_jax import checkpointing, cli, models, runs, steps, tokens, train
 from av_unified_jax.data import pipeline
 from av_unified_jax.export import exporter, verify
 from av_unified_jax.export import modeling_av_unified as tm
-from av_unified_jax.models import mask_tokenizer as mt
+from av_unified_jax import mask_tokenizer as mt
 
 STEP = 3
 QUESTIONS = ["How many instruments are sounding in the video?"]
@@ -60,10 +60,10 @@ def build_workdir(workdir: Path) -> None:
   tok = tokens.Tokenizer.build(tokens.OFFICIAL_LABEL_SETS, QUESTIONS)
   tok.save(workdir / pipeline.TOKENIZER_DIR)
   (workdir / "config.json").write_text(json.dumps(config.to_dict(), default=str))
-  model = train.build_model(config, tok.layout.vocab_size, len(tok.label_sets["avvp"]))
+  model = runs.build_model(config, tok.layout.vocab_size, len(tok.label_sets["avvp"]))
   tx, _ = steps.make_optimizer(config.optim, config.total_steps)
   spec = pipeline.batch_spec(config, tok, models.model_config_from(config.model))
-  abstract = jax.eval_shape(train.make_init_fn(model, tx, spec), jax.random.key(0))
+  abstract = jax.eval_shape(runs.make_init_fn(model, tx, spec), jax.random.key(0))
   state = checkpointing.unbox(abstract)
   state = state.replace(params=random_tree(state.params, 0),
                         opt_state=jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype),

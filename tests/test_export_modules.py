@@ -19,7 +19,7 @@ from av_unified_jax import models
 from av_unified_jax.export import mapping
 from av_unified_jax.export import modeling_av_unified as tm
 from av_unified_jax.models import decoder, fusion, heads, layers, spatial, temporal
-from av_unified_jax.models import mask_tokenizer as mt
+from av_unified_jax import mask_tokenizer as mt
 from av_unified_jax.models.audio_encoder import AudioEncoder
 from av_unified_jax.models.visual_encoder import VisualEncoder
 

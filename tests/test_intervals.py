@@ -6,7 +6,9 @@ whole videos (all questions of an AVQA video together)."""
 import numpy as np
 import pytest
 
-from av_unified_jax import eval_tasks, intervals, metrics, tokens
+from av_unified_jax import metrics, tokens
+from av_unified_jax.evaluation import intervals
+from av_unified_jax.evaluation import tasks as eval_tasks
 
 AVE = ("dog", "cat", "violin")
 LLP = ("speech", "dog", "violin", "car")

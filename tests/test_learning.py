@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from av_unified_jax import evaluate, main_job, train
+from av_unified_jax import evaluate, main_job, runs, train
+from av_unified_jax.evaluation.evaluator import RESULTS_FILE
 from configs import mask_tokenizer as mt_configs
 from configs import tiny
 
@@ -81,7 +82,7 @@ def trained(demo, tmp_path_factory):
     name = f"train/loss/{key}" if key != "map" else "train/map"
     seen = [r[name] for r in logs if name in r]
     losses[key] = (seen[0], float(np.mean(seen[-3:])))
-  results = json.loads((evaluate.eval_dir(work, STEPS) / evaluate.RESULTS_FILE).read_text())
+  results = json.loads((runs.eval_dir(work, STEPS) / RESULTS_FILE).read_text())
   base = main_job.baseline_scores(config, work, log=lambda s: None)
   rows = {r["task"]: r for r in main_job.result_rows(results, base) if r["primary"]}
   return losses, rows

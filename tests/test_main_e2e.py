@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from av_unified_jax import evaluate, main_job, metrics
+from av_unified_jax import evaluate, main_job, metrics, runs
 from av_unified_jax.data import shards
 
 import demo_cache  # noqa: I001  (tests/ helper)
@@ -33,7 +33,7 @@ def save_random_mask_tokenizer(directory: Path) -> None:
   enough to exercise the AVS path of evaluation and prediction."""
   import jax
 
-  from av_unified_jax.models import mask_tokenizer as mt
+  from av_unified_jax import mask_tokenizer as mt
 
   cfg = mt.MaskTokenizerConfig(mask_size=32, grid=8, codebook_size=512, code_dim=4,
                                channels=(4, 4), num_res_blocks=1)
@@ -89,8 +89,8 @@ def test_train_then_eval_then_predict(tmp_path):
   info_path.write_text(json.dumps(info))
   run_main("--mode=eval", f"--workdir={work}", f"--config.data.shards_dir={copy}",
            "--config.tasks.avs.weight=0", "--config.eval.beam_size=1")
-  other = evaluate.evaluation_dir(work, STEPS, evaluate.load_run_config(work),
-                                  _with(evaluate.load_run_config(work), copy))
+  other = evaluate.evaluation_dir(work, STEPS, runs.load_run_config(work),
+                                  _with(runs.load_run_config(work), copy))
   assert other.parent.parent == work / "eval" / str(STEPS) and other.name == "test"
   moved = json.loads((other / "results.json").read_text())
   assert set(moved) == {"ave", "avvp", "avqa", "ssl"}  # avs left out by its weight
@@ -129,18 +129,18 @@ def test_eval_overrides_that_cannot_apply_are_errors(tmp_path):
   assert "--config.model.embed_dim" in line and "--config.optim.learning_rate" in line
   assert "cannot apply to eval" in line and "data.shards_dir," not in line.split("cannot")[0]
   # Keys that apply pass the check, and land in the run's config.
-  evaluate.check_eval_overrides({"data.shards_dir": "x", "data.eval_split": "test_novel",
+  runs.check_eval_overrides({"data.shards_dir": "x", "data.eval_split": "test_novel",
                                  "eval.beam_size": 2, "tasks.avs.weight": 0.0})
   for bad in ("total_steps", "tasks.ave.loss_weight", "data.image_size", "seed"):
     try:
-      evaluate.check_eval_overrides({bad: 1})
-    except evaluate.RunError as e:
+      runs.check_eval_overrides({bad: 1})
+    except runs.RunError as e:
       assert f"--config.{bad} " in str(e)
     else:
       raise AssertionError(f"{bad} was accepted")
   from configs import tiny
 
-  config = evaluate.apply_overrides(tiny.get_config(), {"data.eval_split": "test_novel",
+  config = runs.apply_overrides(tiny.get_config(), {"data.eval_split": "test_novel",
                                                         "eval.max_examples": 3})
   assert config.data.eval_split == "test_novel" and config.eval.max_examples == 3
   assert evaluate.evaluation_dir(tmp_path, 5, tiny.get_config(), config) == (
@@ -212,7 +212,7 @@ def test_main_job_summary_has_test_novel_and_train_tables(tmp_path):
   work.mkdir()
   (work / "metrics.jsonl").write_text(json.dumps({"step": 1, "train/loss": 1.0}) + "\n")
   lines = []
-  tables = main_job.score_tables(config, work, root, {"evaluator": evaluator, "params": None},
+  tables = main_job.score_tables(config, work, root, evaluator, None,
                                  log=lines.append)
   main_job.report(config, work, tables, main_job.Stopwatch(lines.append), log=lines.append)
   summary = json.loads((work / "main_job" / "summary.json").read_text())

@@ -3,8 +3,8 @@
 import jax
 import numpy as np
 
-from av_unified_jax import mask_codes
-from av_unified_jax.models import mask_tokenizer as mt
+from av_unified_jax import mask_tokenizer as mt
+from av_unified_jax.mask_tokenizer import mask_codes
 
 
 def test_empty_and_full_neighbourhoods_get_one_code_each():

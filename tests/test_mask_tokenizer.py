@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from flax import linen as nn
 
-from av_unified_jax import mask_tokenizer_train as mtt
-from av_unified_jax.models import mask_tokenizer as mt
+from av_unified_jax import mask_tokenizer as mt
+from av_unified_jax.mask_tokenizer import train as mtt
 from configs import mask_tokenizer as mt_config
 
 TINY = mt.MaskTokenizerConfig(mask_size=32, grid=4, codebook_size=64, code_dim=8,

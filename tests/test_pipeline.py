@@ -7,6 +7,7 @@ import pytest
 
 from av_unified_jax import tokens
 from av_unified_jax.data import decode_masks, pipeline, shards, tasks
+from av_unified_jax.mask_tokenizer.mask_codes import MaskCodeTable
 from configs import tiny
 from test_pipeline_shards import write_tiny_datasets
 
@@ -324,7 +325,7 @@ def test_mask_code_table_from_an_encoder_feeds_avs_targets(data, tok):
     assert masks.shape[1:] == (16, 16) and masks.dtype == bool
     return masks.reshape(-1, 8, 2, 8, 2).sum((2, 4)).astype(np.int32)  # [B, 8, 8]
 
-  table = pipeline.precompute_mask_codes(source, encode, mask_size=16, batch_size=4)
+  table = MaskCodeTable.from_encoder(source, encode, mask_size=16, batch_size=4)
   assert len(table) == len(source)  # S4 train: one annotated frame per clip
   assert table(source[0]["id"], 1) is None and table(source[0]["id"], 0).max() == 4
   table = pickle.loads(pickle.dumps(table))

@@ -42,13 +42,13 @@ import numpy as np
 
 from av_unified_jax.data import shards, tasks, transforms
 from av_unified_jax.data.tasks import (EVAL_FIELDS, MODEL_FIELDS, TOKENIZER_DIR, MaskCodes,
-                                       MaskCodeTable, build_tokenizer, collect_label_sets,
-                                       load_or_build_tokenizer, precompute_mask_codes)
+                                       build_tokenizer, collect_label_sets,
+                                       load_or_build_tokenizer)
 
 __all__ = ["EVAL_FIELDS", "MODEL_FIELDS", "TOKENIZER_DIR", "BatchIterator", "EvalData",
-           "MaskCodeTable", "TrainData", "batch_spec", "build_tokenizer", "collect_label_sets",
+           "TrainData", "batch_spec", "build_tokenizer", "collect_label_sets",
            "example_shapes", "global_batch", "load_or_build_tokenizer", "make_eval_batches",
-           "make_train_data", "make_train_iterator", "precompute_mask_codes"]
+           "make_train_data", "make_train_iterator"]
 
 
 # ----------------------------------------------------------------------------- sources
@@ -453,52 +453,3 @@ def make_eval_batches(config, task: str, tokenizer, *, split: str | None = None,
   batches = ds.batch(local).to_iter_dataset(
       grain.ReadOptions(num_threads=threads, prefetch_buffer_size=threads))
   return EvalData(task, source, batches, n, num_batches)
-
-
-# ----------------------------------------------------------------------------- throughput
-def measure_rate(config, tokenizer, worker_count: int, num_batches: int = 10) -> dict:
-  """Examples/s of this process's training stream with `worker_count` workers: the first
-  batch (start-up, worker spawn) is timed apart from the next `num_batches`."""
-  import time  # pylint: disable=g-import-not-at-top
-
-  config = config.copy_and_resolve_references()
-  config.data.worker_count = int(worker_count)
-  it = make_train_iterator(config, tokenizer, process_index=0, process_count=1)
-  try:
-    start = time.perf_counter()
-    first = next(it)
-    ready = time.perf_counter()
-    for _ in range(num_batches):
-      next(it)
-    done = time.perf_counter()
-  finally:
-    it.close()
-  rows = len(first["task_id"]) * num_batches
-  return {"workers": worker_count, "first_batch_s": ready - start,
-          "examples_per_s": rows / (done - ready)}
-
-
-def main(argv=None) -> None:
-  """python -m av_unified_jax.data.pipeline --config=configs/demo.py [--workers=0,1,2]
-  [--batches=10] [--config.data.shards_dir=...]: prints the training stream's rate."""
-  from absl import app, flags  # pylint: disable=g-import-not-at-top
-  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
-
-  config_flags.DEFINE_config_file("config", None, "experiment config", lock_config=True)
-  flags.DEFINE_list("workers", ["0", "1", "2"], "worker counts to measure")
-  flags.DEFINE_integer("batches", 10, "batches timed after the first")
-
-  def run(_):
-    config = flags.FLAGS.config
-    tok = build_tokenizer(config)
-    for w in flags.FLAGS.workers:
-      r = measure_rate(config, tok, int(w), flags.FLAGS.batches)
-      print(f"workers={r['workers']}: {r['examples_per_s']:.1f} examples/s "
-            f"(batch {config.data.batch_size}, first batch {r['first_batch_s']:.1f} s)",
-            flush=True)
-
-  app.run(run, argv)
-
-
-if __name__ == "__main__":
-  main()

@@ -212,55 +212,6 @@ class TaskTokens:
     return weak, bool(len(ex["weak_labels"]))
 
 
-class MaskCodeTable:
-  """Picklable `mask_codes` lookup: {(example id, frame index): int32[Kh, Kw]} (grain workers
-  receive a copy). Missing entries give None (a zero-weighted AVS target)."""
-
-  def __init__(self, codes: Mapping[tuple[str, int], np.ndarray]):
-    self.codes = {(str(i), int(k)): np.asarray(c, np.int32) for (i, k), c in codes.items()}
-
-  def __call__(self, example_id: str, frame_index: int) -> np.ndarray | None:
-    return self.codes.get((str(example_id), int(frame_index)))
-
-  def __len__(self) -> int:
-    return len(self.codes)
-
-
-def precompute_mask_codes(source, encode: Callable[[np.ndarray], np.ndarray],
-                          mask_size: int, batch_size: int = 64) -> MaskCodeTable:
-  """Codes of every annotated mask of an AVS split.
-
-  Args:
-    source: a ShardSource of an AVSBench dataset.
-    encode: bool[B, mask_size, mask_size] -> int[B, Kh, Kw] (the trained mask tokenizer's
-      encoder, e.g. jitted).
-    mask_size: side the encoder reads; stored masks are resized (bilinear, > 0.5).
-  """
-  from PIL import Image  # pylint: disable=g-import-not-at-top
-
-  from av_unified_jax.data.transforms import decode_png_mask  # pylint: disable=g-import-not-at-top
-
-  keys, masks, table = [], [], {}
-
-  def flush():
-    if keys:
-      codes = np.asarray(encode(np.stack(masks)))  # [B, Kh, Kw]
-      table.update(zip(list(keys), codes))
-      keys.clear()
-      masks.clear()
-
-  for i in range(len(source)):
-    ex = source[i]
-    for k in np.flatnonzero(np.asarray(ex["mask_annotated"], bool)):
-      mask = Image.fromarray(decode_png_mask(ex["masks"][k]).astype(np.uint8) * 255)
-      masks.append(np.asarray(mask.resize((mask_size, mask_size), Image.BILINEAR)) > 127)
-      keys.append((ex["id"], int(k)))
-      if len(keys) == batch_size:
-        flush()
-  flush()
-  return MaskCodeTable(table)
-
-
 # The fields of a training example and of a batch (with a leading batch axis).
 MODEL_FIELDS = ("frames", "log_mel", "segment_mask", "prompt_tokens", "target_tokens",
                 "target_weights", "task_id", "weak_labels", "has_weak", "focus_segment",

@@ -1,3 +1,3 @@
-"""Export to PyTorch (DESIGN §7): `mapping` (the Flax -> torch table), `exporter` (writes the
+"""Export to PyTorch: `source` (a trained run to export), `mapping` (the Flax -> torch table), `exporter` (writes the
 export directory), `verify` (runs both models on one batch), `modeling_av_unified` (the
 PyTorch model, copied into the export; it imports only torch, numpy and safetensors)."""

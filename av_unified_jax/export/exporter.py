@@ -1,4 +1,4 @@
-"""Writes a self-contained PyTorch export of a trained run (DESIGN §7).
+"""Writes a self-contained PyTorch export of a trained run (see docs/ARCHITECTURE.md).
 
     summary = exporter.export_workdir("W", "E", step=None, dtype="float32")
 
@@ -20,9 +20,20 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import flax.linen as nn
 import numpy as np
+import torch  # Optional dependency: torch (CPU build) is needed by the export only.
+from safetensors.torch import save_file
 
+from av_unified_jax import runs, tokens
 from av_unified_jax.export import mapping
+from av_unified_jax.export import modeling_av_unified as tm
+from av_unified_jax.export import verify as verify_lib
+from av_unified_jax.export.source import Source, load_source
+
+__all__ = ["DTYPES", "ExportError", "Source", "convert_source", "export_source",
+           "export_workdir", "flax_variables", "load_source", "model_config_dict", "run",
+           "write_grammars"]
 
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
@@ -40,14 +51,11 @@ def run(workdir: str | Path, export_dir: str | Path, step: int | None = None,
         dtype: str = "float32", verify: bool = False) -> int:
   """--mode=export: exports W's checkpoint `step` (default latest) to `export_dir`; with
   `verify`, prints the verification's JSON line and returns 1 when it fails."""
-  from av_unified_jax import evaluate  # pylint: disable=g-import-not-at-top
-  from av_unified_jax.export import verify as verify_lib  # pylint: disable=g-import-not-at-top
-
   if dtype not in DTYPES:
     raise ExportError(f"--dtype={dtype}: use one of {DTYPES}")
   try:
     source, summary = export_workdir(workdir, export_dir, step, dtype)
-  except (evaluate.RunError, mapping.MappingError, FileNotFoundError) as e:
+  except (runs.RunError, mapping.MappingError, FileNotFoundError) as e:
     raise ExportError(str(e)) from None
   print(f"exported step {summary['step']} of {workdir} ({summary['n_params']:,} parameters, "
         f"{dtype}) to {export_dir}", file=sys.stderr)
@@ -64,34 +72,8 @@ def run(workdir: str | Path, export_dir: str | Path, step: int | None = None,
   return 0
 
 
-@dataclasses.dataclass
-class Source:
-  """What an export is made from: the JAX model (an `AVUnified`) and its parameters, the
-  tokenizer, the mask tokenizer (its config and variables, or None), and where they came from."""
-  model: Any
-  params: Any
-  tokenizer: Any
-  mask_config: Any | None
-  mask_variables: Any | None
-  run_config: Any = None
-  workdir: str = ""
-  step: int = 0
-
-
-def load_source(workdir: str | Path, step: int | None = None) -> Source:
-  """The run in `workdir` (config, tokenizer, checkpoint `step` or the latest, mask tokenizer)."""
-  from av_unified_jax import evaluate  # pylint: disable=g-import-not-at-top
-
-  run = evaluate.load_run(workdir, step)
-  mask = run.mask_decoder
-  return Source(run.model, run.params, run.tokenizer, mask.cfg if mask else None,
-                mask.variables if mask else None, run.config, str(workdir), int(run.step))
-
-
 def flax_variables(source: Source) -> dict[str, Any]:
   """The tree the table's "Export" root reads: {"model": params, "mask_tokenizer": vars}."""
-  import flax.linen as nn  # pylint: disable=g-import-not-at-top
-
   tree = {"model": nn.meta.unbox(source.params)}
   if source.mask_variables is not None:
     tree["mask_tokenizer"] = nn.meta.unbox(source.mask_variables)
@@ -105,10 +87,6 @@ def model_config_dict(cfg) -> dict[str, Any]:
 
 def convert_source(source: Source) -> dict[str, np.ndarray]:
   """Converted float32 weights, checked strictly against the PyTorch model of the config."""
-  import torch  # pylint: disable=g-import-not-at-top
-
-  from av_unified_jax.export import modeling_av_unified as tm  # pylint: disable=g-import-not-at-top
-
   weights = mapping.convert(flax_variables(source), "Export")
   mask_dict = source.mask_config.to_dict() if source.mask_config is not None else None
   with torch.device("meta"):
@@ -119,9 +97,6 @@ def convert_source(source: Source) -> dict[str, np.ndarray]:
 
 def export_source(source: Source, export_dir: str | Path, dtype: str = "float32") -> dict:
   """Writes the export directory; returns a summary (directory, step, n_params, dtype, files)."""
-  import torch  # pylint: disable=g-import-not-at-top
-  from safetensors.torch import save_file  # pylint: disable=g-import-not-at-top
-
   if dtype not in DTYPES:
     raise ValueError(f"export dtype {dtype!r}: use one of {DTYPES}")
   out = Path(export_dir)
@@ -161,11 +136,6 @@ def export_workdir(workdir: str | Path, export_dir: str | Path, step: int | None
 
 def write_grammars(tokenizer, path: Path) -> tuple[str, ...]:
   """Every target format's grammar, stacked, as safetensors; returns the format names."""
-  import torch  # pylint: disable=g-import-not-at-top
-  from safetensors.torch import save_file  # pylint: disable=g-import-not-at-top
-
-  from av_unified_jax import tokens  # pylint: disable=g-import-not-at-top
-
   grammars = tokenizer.grammars()
   stack = tokens.stack_grammars(grammars)
   tables = {
@@ -180,8 +150,6 @@ def write_grammars(tokenizer, path: Path) -> tuple[str, ...]:
 
 
 def _format() -> str:
-  from av_unified_jax.export import modeling_av_unified as tm  # pylint: disable=g-import-not-at-top
-
   return tm.FORMAT
 
 

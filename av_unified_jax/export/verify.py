@@ -1,4 +1,4 @@
-"""Runs the JAX model and its PyTorch export on the same fixed batch (DESIGN §7).
+"""Runs the JAX model and its PyTorch export on the same fixed batch.
 
     report = verify.verify_export(source, "E")   # {"max_abs_logit_diff", "greedy_tokens_equal",
     verify.passed(report)                         #  "n_params"}
@@ -17,16 +17,22 @@ import json
 import sys
 from pathlib import Path
 
+import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
+import torch  # Optional dependency: torch (CPU build) is needed by the export only.
 
-from av_unified_jax.export import exporter
+from av_unified_jax import tokens
+from av_unified_jax.evaluation import decoding
+from av_unified_jax.export import modeling_av_unified as tm
+from av_unified_jax.export.source import Source
 
 TOLERANCE = 1e-4  # Largest |logit difference| accepted.
 AVQA_QUESTION = "How many instruments are sounding in the video?"
 
 
-def fixed_batch(source: exporter.Source, seed: int = 0) -> tuple[dict, list[str]]:
+def fixed_batch(source: Source, seed: int = 0) -> tuple[dict, list[str]]:
   """(batch of numpy arrays, grammar name per row): one row per target format."""
   tok, cfg = source.tokenizer, source.model.cfg
   names = list(tok.grammars())
@@ -64,12 +70,8 @@ def _prompt(tok, name: str, num_segments: int) -> np.ndarray:
   return tok.encode_prompt(task, weak=name == "avvp_weak", **kwargs)
 
 
-def jax_outputs(source: exporter.Source, params, batch, names, max_len: int):
+def jax_outputs(source: Source, params, batch, names, max_len: int):
   """(logits float32[B, Lt, V], tokens int32[B, max_len]) of the JAX model."""
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-
-  from av_unified_jax import decoding, tokens  # pylint: disable=g-import-not-at-top
-
   model = source.model
   logits = _jax_logits(model, params, batch)
   stack = tokens.stack_grammars(source.tokenizer.grammars())
@@ -87,10 +89,6 @@ def _jax_logits(model, params, batch):
 
 def torch_outputs(export_dir, batch, names, max_len: int):
   """(logits, tokens, number of parameters) of the exported PyTorch model (float32)."""
-  import torch  # pylint: disable=g-import-not-at-top
-
-  from av_unified_jax.export import modeling_av_unified as tm  # pylint: disable=g-import-not-at-top
-
   model = tm.AVUnified.from_pretrained(export_dir, dtype=torch.float32)
   with torch.no_grad():
     logits = model(batch)["logits"].numpy()
@@ -102,16 +100,12 @@ def rounded_params(params, dtype: str):
   """The parameters as the export stores them (bfloat16-rounded, back in float32)."""
   if dtype == "float32":
     return params
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-
   return jax.tree.map(lambda x: jnp.asarray(x, jnp.bfloat16).astype(jnp.float32), params)
 
 
-def verify_export(source: exporter.Source, export_dir: str | Path,
+def verify_export(source: Source, export_dir: str | Path,
                   dtype: str = "float32") -> dict:
   """Compares the JAX model with the export in `export_dir` on `fixed_batch`."""
-  import flax.linen as nn  # pylint: disable=g-import-not-at-top
-
   batch, names = fixed_batch(source)
   cfg = source.model.cfg
   lens = {n: g.max_len for n, g in source.tokenizer.grammars().items()}

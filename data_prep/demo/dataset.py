@@ -46,10 +46,14 @@ from pathlib import Path
 
 import numpy as np
 
-from data_prep import demo_avqa, demo_avsbench, demo_layouts
-from data_prep import demo_compose as dc
-from data_prep import demo_media as dm
-from data_prep.demo_assets import ASSETS_DIR, SPLITS, load_pack
+from av_unified_jax.data import shards
+from data_prep import writer
+from data_prep.demo import avqa as demo_avqa
+from data_prep.demo import avsbench as demo_avsbench
+from data_prep.demo import layouts as demo_layouts
+from data_prep.demo import compose as dc
+from data_prep.demo import media as dm
+from data_prep.demo.assets import ASSETS_DIR, SPLITS, load_pack
 
 DEFAULT_IMAGE_SIZE = 112
 NOVEL_RAW = "raw_novel"  # DIR/raw_novel/<root>: the test_novel clips, as a `test` split.
@@ -225,9 +229,6 @@ def _merge_novel(dataset_dir: Path, novel_dir: Path, report: dict) -> dict:
   """Moves the `test` shards of the test_novel conversion (`novel_dir`) into
   `dataset_dir`/test_novel/ as test_novel-*-of-* and adds the split to dataset_info.json
   and report.json. Returns the split's report entry."""
-  from av_unified_jax.data import shards  # Imported late, as `convert`.
-  from data_prep import writer
-
   info = shards.load_info(novel_dir)["splits"]["test"]
   (dataset_dir / "test_novel").mkdir(parents=True, exist_ok=True)
   entries = []
@@ -256,7 +257,7 @@ def convert_all(out_dir: Path, image_size: int, workers: int = 1, datasets=None,
   Returns (reports, problems): a dataset whose conversion raised or skipped clips is listed
   in `problems` with the reason, and the other datasets are still converted.
   """
-  from data_prep import convert  # Imported late: the raw trees do not need it.
+  from data_prep import convert  # Late: PyAV and librosa stay out of the spawned clip workers.
 
   reports, problems = {}, {}
   scratch = out_dir / "shards_novel.tmp"
@@ -282,8 +283,37 @@ def convert_all(out_dir: Path, image_size: int, workers: int = 1, datasets=None,
   return reports, problems
 
 
+def build(out_dir: Path, sizes: Sizes = Sizes(), image_size: int = DEFAULT_IMAGE_SIZE,
+          seed: int = 0, workers: int = 1, convert: bool = True, log=print) -> dict:
+  """Builds the demo dataset in `out_dir` (raw trees, metadata, shards unless not `convert`,
+  preview); returns the metadata {dataset: clips}. Raises RuntimeError naming each dataset
+  whose conversion failed or skipped clips (after drawing the preview)."""
+  from data_prep.demo import preview  # Late: matplotlib stays out of the spawned clip workers.
+
+  out_dir = Path(out_dir)
+  t0 = time.perf_counter()
+  metas = build_raw(out_dir, sizes, image_size, seed, workers)
+  t1 = time.perf_counter()
+  counts = "; ".join(f"{n} " + " ".join(f"{s} {sum(c['split'] == s for c in m)}"
+                                         for s in LAYOUTS[n].splits)
+                     for n, m in metas.items())
+  log(f"raw trees in {t1 - t0:.1f} s -> {out_dir / 'raw'}, {out_dir / NOVEL_RAW}: {counts}")
+  problems = {}
+  if convert:
+    _, problems = convert_all(out_dir, image_size, workers, progress=True)
+    log(f"conversion: {time.perf_counter() - t1:.1f} s -> {out_dir / 'shards'}")
+  t3 = time.perf_counter()
+  preview.draw(out_dir, out_dir / "preview.png")
+  log(f"preview: {time.perf_counter() - t3:.1f} s -> {out_dir / 'preview.png'}")
+  if problems:
+    raise RuntimeError("; ".join(f"demo dataset {n}: {p}" for n, p in problems.items()))
+  return metas
+
+
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  """python -m data_prep.demo: `build` with the flags; exit code 2 on an error."""
+  parser = argparse.ArgumentParser(prog="python -m data_prep.demo",
+                                   description=__doc__.split("\n\n")[0])
   parser.add_argument("--out_dir", type=Path, required=True, help="output folder")
   default = Sizes()
   for split in SPLITS:
@@ -293,37 +323,20 @@ def main(argv=None) -> int:
   parser.add_argument("--image_size", type=int, default=DEFAULT_IMAGE_SIZE,
                       help="frame side in pixels")
   parser.add_argument("--seed", type=int, default=0, help="seed of every random choice")
-  parser.add_argument("--workers", type=int, default=min(2, multiprocessing.cpu_count()),
+  parser.add_argument("--workers", type=int, default=default_workers(),
                       help="processes (the output does not depend on it)")
   parser.add_argument("--no_convert", action="store_true", help="write the raw trees only")
   args = parser.parse_args(argv)
   try:
-    t0 = time.perf_counter()
     sizes = Sizes(args.train_clips, args.val_clips, args.test_clips, args.novel_clips)
-    metas = build_raw(args.out_dir, sizes, args.image_size, args.seed, args.workers)
-    t1 = time.perf_counter()
-    counts = "; ".join(f"{n} " + " ".join(f"{s} {sum(c['split'] == s for c in m)}"
-                                           for s in LAYOUTS[n].splits)
-                       for n, m in metas.items())
-    print(f"raw trees in {t1 - t0:.1f} s -> {args.out_dir / 'raw'}, "
-          f"{args.out_dir / NOVEL_RAW}: {counts}")
-    problems = {}
-    if not args.no_convert:
-      _, problems = convert_all(args.out_dir, args.image_size, args.workers, progress=True)
-      t2 = time.perf_counter()
-      print(f"conversion: {t2 - t1:.1f} s -> {args.out_dir / 'shards'}")
-    from data_prep import demo_preview
-
-    t3 = time.perf_counter()
-    demo_preview.draw(args.out_dir, args.out_dir / "preview.png")
-    print(f"preview: {time.perf_counter() - t3:.1f} s -> {args.out_dir / 'preview.png'}")
-    if problems:
-      raise RuntimeError("; ".join(f"demo dataset {n}: {p}" for n, p in problems.items()))
+    build(args.out_dir, sizes, args.image_size, args.seed, args.workers,
+          convert=not args.no_convert)
   except (ValueError, FileNotFoundError, RuntimeError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
   return 0
 
 
-if __name__ == "__main__":
-  sys.exit(main())
+def default_workers() -> int:
+  """The default number of processes: two, or one on a one-core machine."""
+  return min(2, multiprocessing.cpu_count())

@@ -31,7 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from av_unified_jax import eval_tasks, metrics
+from av_unified_jax import metrics
+from av_unified_jax.evaluation import tasks as eval_tasks
 
 RESAMPLES = 1000
 SEED = 0

@@ -27,7 +27,7 @@ import numpy as np
 import soundfile as sf
 from PIL import Image
 
-ASSETS_DIR = Path(__file__).resolve().parent / "assets"
+ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"  # data_prep/assets/
 SAMPLE_RATE = 16000
 SPLITS = ("train", "val", "test", "test_novel")  # The demo's splits.
 EXCERPT_MIN_S = 3.0  # Recordings at least this long are cut into train / eval excerpts.

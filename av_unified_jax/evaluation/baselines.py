@@ -1,7 +1,7 @@
 """Trivial baselines, scored on the same test examples by the same code as the model.
 
 Each baseline turns the test ground truth (only its shapes and ids) plus statistics of the
-training split into the per-task outputs described in `eval_tasks`, so
+training split into the per-task outputs described in `evaluation.tasks`, so
 `task.score(gts, outputs)` gives numbers directly comparable with the model's:
 
   ave   all background; the most frequent training class on every segment
@@ -22,7 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from av_unified_jax import eval_tasks
+from av_unified_jax.data import decode_masks
+from av_unified_jax.evaluation import tasks as eval_tasks
 
 AVS_LOGIT = 10.0  # |logit| of the baselines' confident mask pixels.
 
@@ -48,8 +49,6 @@ def train_statistics(task: eval_tasks.EvalTask, examples: Iterable[Mapping[str, 
   if task.name == "ssl":
     return {}
   if task.name == "avs":
-    from av_unified_jax.data import decode_masks
-
     fractions = [float(m.mean()) for e in examples
                  for m, a in zip(decode_masks(e), e["mask_annotated"], strict=True) if a]
     return {"foreground_fraction": float(np.mean(fractions)) if fractions else 0.25}

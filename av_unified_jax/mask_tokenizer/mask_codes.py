@@ -15,10 +15,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from collections.abc import Callable
+
 import jax
 import numpy as np
+from PIL import Image
 
-from av_unified_jax.data import decode_masks, shards
+from av_unified_jax.data import decode_masks, pipeline, shards
+from av_unified_jax.data.transforms import decode_png_mask
+from av_unified_jax.mask_tokenizer import coding
 
 CACHE_FILE = "codes_{dataset}_{split}.npz"
 
@@ -33,8 +38,6 @@ def canonical_codes(codes: np.ndarray, masks: np.ndarray, variables, cfg) -> np.
   foreground the code of an all-full mask (the decoder sees a cell's neighbours, hence the
   neighbourhood). codes int32[N, g, g], masks float32[N, S, S] in {0, 1} -> int32[N, g, g].
   """
-  from av_unified_jax.models import mask_tokenizer as mt  # pylint: disable=g-import-not-at-top
-
   n, g = codes.shape[0], codes.shape[1]
   size = masks.shape[-1]
   cells = masks.reshape(n, g, size // g, g, size // g).mean(axis=(2, 4))  # [N, g, g]
@@ -44,7 +47,7 @@ def canonical_codes(codes: np.ndarray, masks: np.ndarray, variables, cfg) -> np.
   empty = windows(padded_max).max(axis=0) == 0.0  # [N, g, g]
   full = windows(padded_min).min(axis=0) == 1.0
   plain = np.stack([np.zeros((size, size), np.float32), np.ones((size, size), np.float32)])
-  empty_code, full_code = mt.encode_masks(variables, cfg, plain)[:, g // 2, g // 2]
+  empty_code, full_code = coding.encode_masks(variables, cfg, plain)[:, g // 2, g // 2]
   out = np.where(empty, empty_code, codes)
   return np.where(full, full_code, out).astype(np.int32)
 
@@ -75,8 +78,6 @@ class MaskCodeTable:
             log=print) -> MaskCodeTable:
     """Encodes every annotated mask of `source` (area-resized to the tokenizer's mask size)
     with `mask_tokenizer.encode_masks` (the tokenizer config's code search)."""
-    from av_unified_jax.models import mask_tokenizer as mt  # pylint: disable=g-import-not-at-top
-
     keys, masks = [], []
     for i in range(len(source)):
       example = source[i]
@@ -86,10 +87,40 @@ class MaskCodeTable:
         masks.append(decoded[k])
     if not masks:
       return cls({})
-    small = mt.resize_masks(np.stack(masks), cfg.mask_size)  # float32[N, S, S]
-    codes = mt.encode_masks(variables, cfg, small, batch_size, log=log)  # int32[N, g, g]
+    small = coding.resize_masks(np.stack(masks), cfg.mask_size)  # float32[N, S, S]
+    codes = coding.encode_masks(variables, cfg, small, batch_size, log=log)  # int32[N, g, g]
     codes = canonical_codes(codes, small, variables, cfg)
     return cls(dict(zip(keys, codes, strict=True)))
+
+  @classmethod
+  def from_encoder(cls, source, encode: Callable[[np.ndarray], np.ndarray], mask_size: int,
+                   batch_size: int = 64) -> MaskCodeTable:
+    """Codes of every annotated mask of an AVS split with any encoder.
+
+    Args:
+      source: a ShardSource of an AVSBench dataset.
+      encode: bool[B, mask_size, mask_size] -> int[B, Kh, Kw] (e.g. a jitted encoder).
+      mask_size: side the encoder reads; stored masks are resized (bilinear, > 0.5).
+    """
+    keys, masks, table = [], [], {}
+
+    def flush():
+      if keys:
+        codes = np.asarray(encode(np.stack(masks)))  # [B, Kh, Kw]
+        table.update(zip(list(keys), codes))
+        keys.clear()
+        masks.clear()
+
+    for i in range(len(source)):
+      ex = source[i]
+      for k in np.flatnonzero(np.asarray(ex["mask_annotated"], bool)):
+        mask = Image.fromarray(decode_png_mask(ex["masks"][k]).astype(np.uint8) * 255)
+        masks.append(np.asarray(mask.resize((mask_size, mask_size), Image.BILINEAR)) > 127)
+        keys.append(f"{ex['id']}/{int(k)}")
+        if len(keys) == batch_size:
+          flush()
+    flush()
+    return cls(table)
 
   def save(self, path: str | os.PathLike) -> None:
     keys = sorted(self.codes)
@@ -105,8 +136,6 @@ class MaskCodeTable:
               log=print) -> MaskCodeTable:
     """The table of the training split of every dataset AVS trains on
     (`config.tasks.avs.dataset` and `extra_train_datasets`), each cached in `tokenizer_dir`."""
-    from av_unified_jax.data import pipeline  # pylint: disable=g-import-not-at-top
-
     split = split or config.data.train_split
     codes = {}
     for name, source in pipeline.open_train_sources(config, "avs", split).items():
@@ -116,12 +145,10 @@ class MaskCodeTable:
   @classmethod
   def _for_dataset(cls, config, tokenizer_dir, dataset: str, source, split: str,
                    log=print) -> MaskCodeTable:
-    from av_unified_jax.models import mask_tokenizer as mt  # pylint: disable=g-import-not-at-top
-
     cache = Path(tokenizer_dir) / CACHE_FILE.format(dataset=dataset, split=split)
     if cache.exists():
       return cls.load(cache)
-    cfg, variables = mt.load_tokenizer(tokenizer_dir)
+    cfg, variables = coding.load_tokenizer(tokenizer_dir)
     if cfg.codebook_size != int(config.tokens.num_mask_codes):
       raise ValueError(f"the mask tokenizer in {tokenizer_dir} has {cfg.codebook_size} codes "
                        f"but config.tokens.num_mask_codes={config.tokens.num_mask_codes}")

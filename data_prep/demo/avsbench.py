@@ -14,11 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
-from data_prep import demo_compose as dc
-from data_prep import demo_media as dm
-from data_prep.demo_assets import raw_split
-from data_prep.demo_layouts import base_meta
-from data_prep.demo_scene import Rendered, Scene, object_frac
+from data_prep.demo import compose as dc
+from data_prep.demo import media as dm
+from data_prep.demo.assets import raw_split
+from data_prep.demo.layouts import base_meta
+from data_prep.demo.scene import Rendered, Scene, object_frac
 
 AVS_T = 5
 

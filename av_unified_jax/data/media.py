@@ -23,7 +23,7 @@ import numpy as np
 from av.video.reformatter import VideoReformatter
 from PIL import Image
 
-from data_prep.params import ConvertParams
+from av_unified_jax.data.params import ConvertParams
 
 # One converter to RGB for every decoded frame: `VideoFrame.to_image()` builds a new swscale
 # context per frame, which costs about as much as decoding it. Same pixels either way.

@@ -16,7 +16,7 @@ import numpy as np
 import soundfile as sf
 from PIL import Image
 
-from data_prep.demo_compose import SAMPLE_RATE
+from data_prep.demo.compose import SAMPLE_RATE
 
 VIDEO_FPS = 2  # Frames per second of the demo videos; content changes once per second.
 _ID_CHARS = string.ascii_letters + string.digits + "-_"

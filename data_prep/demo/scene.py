@@ -5,7 +5,7 @@ spans, on screen or off screen), then `finish()` renders the frames, mixes the a
 measures every source's loudness per second. The metadata it returns is the ground truth the
 layouts turn into each benchmark's annotation format.
 
-The clip's split decides its material (see `demo_assets`): the stamp pool (test_novel:
+The clip's split decides its material (see `assets`): the stamp pool (test_novel:
 `heldout`, else `train`), the part of each long recording and the half of the background
 photo it draws from (train or eval). Every cut-out is flipped horizontally at random.
 """
@@ -16,8 +16,8 @@ import dataclasses
 
 import numpy as np
 
-from data_prep import demo_compose as dc
-from data_prep.demo_assets import Pack, Stamp, pool_of_split, region_of_split
+from data_prep.demo import compose as dc
+from data_prep.demo.assets import Pack, Stamp, pool_of_split, region_of_split
 
 
 @dataclasses.dataclass

@@ -20,8 +20,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from data_prep.demo_assets import raw_split  # noqa: E402
-from data_prep.demo_media import VIDEO_FPS  # noqa: E402
+from data_prep.demo.assets import raw_split  # noqa: E402
+from data_prep.demo.media import VIDEO_FPS  # noqa: E402
 
 SHOWN_SPLITS = ("train", "test", "test_novel")  # One clip of each per layout.
 HEARD, SILENT, MASK = (0, 200, 0), (150, 150, 150), np.array([255, 0, 255], np.float32)

@@ -37,8 +37,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from av_unified_jax import metrics
+from av_unified_jax.data import decode_masks
+from av_unified_jax.mask_tokenizer.coding import upsample_logits
 from av_unified_jax.tokens import InvalidSequenceError
 
 AVE_OUTPUTS = metrics.AVE_BACKGROUND_INDEX + 1  # 29
@@ -69,8 +72,6 @@ def _write_json(path: Path, value) -> None:
 
 
 def _png(array_uint8: np.ndarray) -> bytes:
-  from PIL import Image
-
   buf = io.BytesIO()
   Image.fromarray(array_uint8).save(buf, format="PNG")
   return buf.getvalue()
@@ -326,9 +327,7 @@ def box_heatmap(box, size: int = SSL_MAP_SIZE) -> np.ndarray:
 def upsample_maps(maps, size: int) -> np.ndarray:
   """Bilinear (half-pixel centres, like cv2 INTER_LINEAR) resize float[B, h, w] ->
   float32[B, size, size]."""
-  from av_unified_jax.models import mask_tokenizer
-
-  return np.asarray(mask_tokenizer.upsample_logits(np.asarray(maps, np.float32), size))
+  return np.asarray(upsample_logits(np.asarray(maps, np.float32), size))
 
 
 def sharpen_heatmaps(heat, cut: float = 1.0) -> np.ndarray:
@@ -435,8 +434,6 @@ class AvsTask(EvalTask):
   name = "avs"
 
   def ground_truth(self, example) -> dict:
-    from av_unified_jax.data import decode_masks
-
     masks = decode_masks(example)  # bool[5, H, W]
     annotated = np.asarray(example["mask_annotated"], bool)
     return {"id": str(example["id"]), "video_id": _video_id(example), "masks": masks,

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from data_prep import demo_compose as dc
-from data_prep import demo_media as dm
-from data_prep.demo_assets import Pack, raw_split
-from data_prep.demo_scene import Scene, frac_for_area, object_frac
+from data_prep.demo import compose as dc
+from data_prep.demo import media as dm
+from data_prep.demo.assets import Pack, raw_split
+from data_prep.demo.scene import Scene, frac_for_area, object_frac
 
 BACKGROUND = "background"
 

@@ -1,0 +1,223 @@
+"""A run's work directory W: the names of its parts, building the model and its abstract
+(shape-only) train state, and loading a trained run for evaluation, prediction or export.
+
+    W/config.json          the run's config (written by training)
+    W/tokenizer/           the vocabulary (TOKENIZER_DIR, built from the data on the first run)
+    W/mask_tokenizer/      the mask tokenizer (MASK_TOKENIZER_DIR) and its cached AVS codes
+    W/checkpoints/<step>/  orbax checkpoints (checkpointing.CHECKPOINT_DIR)
+    W/eval/<step>/         evaluations (EVAL_DIR)
+
+    model = build_model(config, vocab_size, num_classes)
+    state = abstract_state(config, model, batch_spec, mesh, rules)  # .abstract, .shardings
+    run = load_run(W, step=None, overrides={})  # config, tokenizer, model, params, ...
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from av_unified_jax import checkpointing, models, sharding, steps, tokens
+from av_unified_jax.data import pipeline
+from av_unified_jax.data.tasks import TOKENIZER_DIR
+from av_unified_jax.mask_tokenizer.decoder import MaskDecoder
+from configs import common
+
+CONFIG_FILE = "config.json"
+EVAL_DIR = "eval"
+MASK_TOKENIZER_DIR = "mask_tokenizer"  # W/mask_tokenizer: the run's mask tokenizer.
+CHECKPOINT_DIR = checkpointing.CHECKPOINT_DIR
+
+__all__ = ["CHECKPOINT_DIR", "CONFIG_FILE", "EVAL_DIR", "EVAL_OVERRIDES", "MASK_TOKENIZER_DIR",
+           "TOKENIZER_DIR", "AbstractState", "Run", "RunError", "abstract_state",
+           "apply_overrides", "build_model", "check_eval_overrides", "eval_dir", "load_mask_decoder",
+           "load_run", "load_run_config", "make_init_fn"]
+
+
+def eval_dir(workdir: str | Path, step: int) -> Path:
+  return Path(workdir) / EVAL_DIR / str(int(step))
+
+
+# ----------------------------------------------------------------------------- model and state
+def build_model(config, vocab_size: int, num_classes: int):
+  """`models.AVUnified` for `config.model` with the data's vocabulary and class count."""
+  cfg = models.model_config_from(config.model, vocab_size=vocab_size,
+                                 num_mil_classes=num_classes)
+  return models.AVUnified(cfg)
+
+
+def make_init_fn(model, tx, batch_spec: Mapping[str, jax.ShapeDtypeStruct]):
+  """`init_fn(rng) -> TrainState` with boxed (logically partitioned) params; a batch of one."""
+  def init_fn(rng):
+    dummy = {k: jnp.zeros((1,) + s.shape[1:], s.dtype) for k, s in batch_spec.items()}
+    params = model.init({"params": rng, "dropout": rng}, dummy, train=False)["params"]
+    return steps.TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                            opt_state=tx.init(params))
+  return init_fn
+
+
+@dataclasses.dataclass
+class AbstractState:
+  """The train state of `model` with nothing allocated.
+
+  Attributes: tx and schedule (`steps.make_optimizer`), init_fn (`make_init_fn`), boxed (the
+  TrainState of ShapeDtypeStructs, params boxed with their logical axes), and on a mesh
+  shardings (NamedSharding per leaf) and abstract (unboxed ShapeDtypeStructs carrying them,
+  the restore target of a checkpoint); both None without a mesh.
+  """
+
+  tx: Any
+  schedule: Any
+  init_fn: Any
+  boxed: Any
+  shardings: Any = None
+  abstract: Any = None
+
+
+def abstract_state(config, model, batch_spec: Mapping[str, jax.ShapeDtypeStruct],
+                   mesh: jax.sharding.Mesh | None = None, rules=None) -> AbstractState:
+  """The optimizer of `config.optim`, the init function and `jax.eval_shape` of it; with a
+  mesh, the state's shardings from the logical axis names (`rules`)."""
+  tx, schedule = steps.make_optimizer(config.optim, config.total_steps)
+  init_fn = make_init_fn(model, tx, batch_spec)
+  boxed = jax.eval_shape(init_fn, jax.random.key(0))
+  state = AbstractState(tx, schedule, init_fn, boxed)
+  if mesh is not None:
+    state.shardings = sharding.param_shardings(boxed, mesh, rules)
+    state.abstract = checkpointing.with_shardings(checkpointing.unbox(boxed), state.shardings)
+  return state
+
+
+# ----------------------------------------------------------------------------- a trained run
+class RunError(ValueError):
+  """The work directory lacks what evaluation or prediction needs; the message says what."""
+
+
+def load_run_config(workdir: str | Path):
+  """The run's config: W/config.json (written by training) over the complete base key set."""
+  path = Path(workdir) / CONFIG_FILE
+  if not path.exists():
+    raise RunError(f"{path} not found: {workdir} is not a training work directory; train first "
+                   f"(python main.py --config=configs/demo.py --workdir={workdir})")
+  config = common.base_config()
+  _assign(config, json.loads(path.read_text()))
+  config.lock()
+  return config
+
+
+def _assign(target, values: Mapping[str, Any]) -> None:
+  for key, value in values.items():
+    if key not in target:
+      raise RunError(f"config.json has key {key!r} that this version does not know")
+    if isinstance(value, Mapping):
+      _assign(target[key], value)
+    else:
+      target[key] = _tuples(value)
+
+
+def _tuples(value):
+  return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
+
+
+@dataclasses.dataclass
+class Run:
+  """A trained run loaded for inference: config, tokenizer, model, params (restored onto the
+  current devices), mesh, rules, step, and the mask decoder (None if the run has none)."""
+
+  config: Any
+  tokenizer: Any
+  model: models.AVUnified
+  params: Any
+  mesh: jax.sharding.Mesh
+  rules: Any
+  step: int
+  mask_decoder: MaskDecoder | None
+
+
+# Config keys that may differ between training and an evaluation of the trained run: which
+# data is read (data.shards_dir, data.eval_split, data.prefetch, tasks.<t>.dataset, and
+# tasks.<t>.weight: 0 leaves a task out), how it is scored (eval.*) and the device mesh.
+EVAL_OVERRIDES = ("data.shards_dir", "data.eval_split", "data.prefetch", "eval.*", "mesh.*",
+                  "tasks.*.dataset", "tasks.*.weight")
+
+
+def _eval_override_allowed(key: str) -> bool:
+  parts = key.split(".")
+  for pattern in EVAL_OVERRIDES:
+    want = pattern.split(".")
+    if len(parts) >= len(want) and all(w in ("*", p) for w, p in zip(want, parts)):
+      if want[-1] != "*" and len(parts) != len(want):
+        continue
+      return True
+  return False
+
+
+def check_eval_overrides(overrides: Mapping[str, Any]) -> None:
+  """Raises RunError naming every overridden key that cannot apply to an evaluation."""
+  bad = [k for k in overrides if not _eval_override_allowed(k)]
+  if bad:
+    names = ", ".join(f"--config.{k}" for k in bad)
+    raise RunError(f"{names} cannot apply to eval: a trained run is evaluated with its own "
+                   f"config (W/config.json); only {', '.join(EVAL_OVERRIDES)} may be overridden")
+
+
+def apply_overrides(config, overrides: Mapping[str, Any]):
+  """A copy of `config` with the dotted `overrides` ({"data.shards_dir": "..."}) applied
+  (checked by `check_eval_overrides`)."""
+  check_eval_overrides(overrides)
+  config = config.copy_and_resolve_references()
+  config.unlock()
+  for key, value in overrides.items():
+    *parents, leaf = key.split(".")
+    node = config
+    for p in parents:
+      node = node[p]
+    node[leaf] = _tuples(value) if isinstance(value, list) else value
+  config.lock()
+  return config
+
+
+def load_mask_decoder(workdir: str | Path, tokenizer, batch_size: int = 16) -> MaskDecoder | None:
+  """The run's mask decoder from W/mask_tokenizer, or None when the run has none."""
+  directory = Path(workdir) / MASK_TOKENIZER_DIR
+  if not directory.exists():
+    return None
+  return MaskDecoder.load(directory, tokenizer.mask_grid, tokenizer.layout.num_mask_codes,
+                          batch_size)
+
+
+def load_run(workdir: str | Path, step: int | None = None,
+             overrides: Mapping[str, Any] | None = None) -> Run:
+  """Loads W's config (with the evaluation `overrides`, see `apply_overrides`), tokenizer,
+  mask tokenizer and the checkpoint `step` (default latest)."""
+  workdir = Path(workdir).absolute()  # orbax reads absolute paths only
+  config = load_run_config(workdir)
+  if overrides:
+    config = apply_overrides(config, overrides)
+  if not (workdir / TOKENIZER_DIR / "tokenizer.json").exists():
+    raise RunError(f"{workdir / TOKENIZER_DIR} not found: the run saved no tokenizer "
+                   "(it is written when training starts); train first")
+  tokenizer = tokens.Tokenizer.load(workdir / TOKENIZER_DIR)
+  manager = checkpointing.make_manager(workdir, config.keep_checkpoints, async_save=False,
+                                       read_only=True)
+  available = list(manager.all_steps())
+  if not available:
+    raise RunError(f"no checkpoint in {workdir / CHECKPOINT_DIR}: train first")
+  step = max(available) if step is None else int(step)
+  if step not in available:
+    raise RunError(f"no checkpoint for --step={step} in {workdir}; available: {available}")
+  num_classes = len(tokenizer.label_sets.get("avvp", ()))
+  model = build_model(config, tokenizer.layout.vocab_size, num_classes)
+  mesh, rules = sharding.make_mesh(config.mesh), sharding.logical_rules(config)
+  spec = pipeline.batch_spec(config, tokenizer, models.model_config_from(config.model))
+  state = checkpointing.restore(manager, step,
+                                abstract_state(config, model, spec, mesh, rules).abstract)
+  manager.close()
+  decoder = load_mask_decoder(workdir, tokenizer, int(config.eval.batch_size))
+  return Run(config, tokenizer, model, state.params, mesh, rules, step, decoder)
