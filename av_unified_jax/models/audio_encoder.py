@@ -44,16 +44,5 @@ class AudioEncoder(nn.Module):
           "crop or pad the spectrogram in the input pipeline, or change the model config")
     x = normalize_log_mel(log_mel).reshape(b * t, f, m)  # [B*T, F, M]
     x = patchify_log_mel(x, cfg.audio_patch_frames, cfg.audio_patch_bins)  # [B*T, Na, pf*pm]
-    x = layers.dense(cfg, cfg.embed_dim, ("channels", "embed"), name="patch_embed")(x)
-    num = x.shape[1]
-    pos = layers.embed_param(self, "pos_embed", (num, cfg.embed_dim), ("patches", "embed"))
-    x = x + pos.astype(x.dtype)[None]  # [B*T, Na, D]
-    x = nn.Dropout(cfg.dropout_rate)(x, deterministic=not train)
-    x = nn.with_logical_constraint(x, layers.ACT)
-    x = layers.Stack(cfg, layers.EncoderBlock, cfg.audio_layers,
-                     (("deterministic", not train),), name="blocks")(x)
-    x = layers.layer_norm(cfg, "ln_out")(x)
-    tokens = x.reshape(b, t, num, cfg.embed_dim)  # [B, T, Na, D]
-    tokens = nn.with_logical_constraint(tokens, ("batch", "segments", "patches", "embed"))
-    pooled = tokens.mean(axis=2)  # [B, T, D]
-    return tokens, nn.with_logical_constraint(pooled, ("batch", "segments", "embed"))
+    return layers.encode_patches(self, cfg, x, b, t, cfg.audio_layers, pos_rows=x.shape[1],
+                                 train=train)

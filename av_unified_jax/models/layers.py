@@ -238,3 +238,23 @@ class Stack(nn.Module):
     for i in range(self.num_layers):
       x, _ = block(cfg, **kwargs, name=f"layers_{i}")(x, *args)
     return x
+
+
+def encode_patches(module: nn.Module, cfg: ModelConfig, patches, batch: int, segments: int,
+                   num_layers: int, pos_rows: int, train: bool):
+  """The body shared by the audio and visual encoders, in `module`'s scope (its parameters
+  `patch_embed`, `pos_embed`, `blocks`, `ln_out`): patches float[B*T, N, P] -> patch
+  embedding + the first N rows of a `pos_rows`-row position table -> dropout -> `num_layers`
+  encoder blocks -> LayerNorm -> (tokens [B, T, N, D], their mean over patches [B, T, D])."""
+  x = dense(cfg, cfg.embed_dim, ("channels", "embed"), name="patch_embed")(patches)
+  num = x.shape[1]
+  pos = embed_param(module, "pos_embed", (pos_rows, cfg.embed_dim), ("patches", "embed"))
+  x = x + pos[:num].astype(x.dtype)[None]  # [B*T, N, D]
+  x = nn.Dropout(cfg.dropout_rate)(x, deterministic=not train)
+  x = nn.with_logical_constraint(x, ACT)
+  x = Stack(cfg, EncoderBlock, num_layers, (("deterministic", not train),), name="blocks")(x)
+  x = layer_norm(cfg, "ln_out")(x)
+  tokens = x.reshape(batch, segments, num, cfg.embed_dim)  # [B, T, N, D]
+  tokens = nn.with_logical_constraint(tokens, ("batch", "segments", "patches", "embed"))
+  pooled = tokens.mean(axis=2)  # [B, T, D]
+  return tokens, nn.with_logical_constraint(pooled, ("batch", "segments", "embed"))

@@ -48,16 +48,5 @@ class VisualEncoder(nn.Module):
                        "raise it or use smaller frames")
     x = normalize_frames(frames).reshape(b * t, h, w, c)  # [B*T, H, W, 3]
     x = patchify_frames(x, p)  # [B*T, N, p*p*3]
-    x = layers.dense(cfg, cfg.embed_dim, ("channels", "embed"), name="patch_embed")(x)
-    pos = layers.embed_param(self, "pos_embed", (cfg.max_patches, cfg.embed_dim),
-                             ("patches", "embed"))
-    x = x + pos[:num].astype(x.dtype)[None]  # [B*T, N, D]
-    x = nn.Dropout(cfg.dropout_rate)(x, deterministic=not train)
-    x = nn.with_logical_constraint(x, layers.ACT)
-    x = layers.Stack(cfg, layers.EncoderBlock, cfg.visual_layers,
-                     (("deterministic", not train),), name="blocks")(x)
-    x = layers.layer_norm(cfg, "ln_out")(x)
-    tokens = x.reshape(b, t, num, cfg.embed_dim)  # [B, T, N, D]
-    tokens = nn.with_logical_constraint(tokens, ("batch", "segments", "patches", "embed"))
-    pooled = tokens.mean(axis=2)  # [B, T, D]
-    return tokens, nn.with_logical_constraint(pooled, ("batch", "segments", "embed"))
+    return layers.encode_patches(self, cfg, x, b, t, cfg.visual_layers,
+                                 pos_rows=cfg.max_patches, train=train)
