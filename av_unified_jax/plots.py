@@ -183,7 +183,7 @@ def draw_prediction(task: str, record: dict, frames: np.ndarray, outputs: list[d
   Args:
     task: ave, avvp, avqa, ssl or avs. record: the prediction.json content.
     frames: uint8[S, H, W, 3], one frame per second of the video.
-    outputs: `eval_tasks` outputs of the prediction (SSL: heatmap; AVS: logits per second).
+    outputs: `evaluation.tasks` outputs of the prediction (SSL: heatmap; AVS: logits per second).
   """
   out_dir = Path(out_dir)
   title = f"{task.upper()}: {Path(record['video']).name}"

@@ -1,4 +1,4 @@
-"""Mask tokenizer (VQ-VAE for binary masks, DESIGN §3), trained before the main model.
+"""Mask tokenizer (VQ-VAE for binary masks, docs/MODEL.md), trained before the main model.
 
 Variants: `base` (default), `demo` (about two CPU-minutes; held-out mIoU 0.85 with nearest
 codes, 0.91 with the code search), `tiny` (tests).
@@ -22,7 +22,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.batch_size = 64  # Masks per step.
   c.log_every_steps = 100  # Scalars to stdout and metrics.json.
 
-  # Model (converted to models.mask_tokenizer.MaskTokenizerConfig; same field names).
+  # Model (converted to mask_tokenizer.MaskTokenizerConfig; same field names).
   c.model = ml_collections.ConfigDict()
   c.model.mask_size = 64  # Mask side the tokenizer reads and writes.
   c.model.grid = 8  # Code grid side (mask_size / grid = 2 ** len(channels)).
@@ -38,7 +38,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.dead_code_threshold = 0.05  # EMA usage (vectors/step) under which a code restarts.
   c.model.restart_usage = 1.0  # EMA usage a restarted code starts with.
   c.model.epsilon = 1e-5  # Laplace smoothing of EMA cluster sizes.
-  # Encoding (models.mask_tokenizer.encode_masks): codes tried per cell by a search through
+  # Encoding (mask_tokenizer.encode_masks): codes tried per cell by a search through
   # the decoder (fewest wrong pixels wins); 1 = nearest code only. Sweeps over the grid.
   c.model.search_candidates = 8
   c.model.search_sweeps = 1
@@ -107,7 +107,7 @@ def get_config(arg=None):
     c.data.num_synthetic = 0  # Train on the given masks only (set it when giving none).
     c.data.num_synthetic_eval = 0
     c.data.eval_size = 112  # The demo's mask size.
-    # Code search when encoding (models.mask_tokenizer.encode_masks), measured on the
+    # Code search when encoding (mask_tokenizer.encode_masks), measured on the
     # checkpoint of this variant (held-out / val+test mIoU; seconds to encode the 1008 demo
     # training masks on 2 cores): nearest code 0.854 / 0.863; 8 candidates, 1 sweep
     # 0.901 / 0.916, 37 s; 12 x 1: 0.905 / 0.918, 52 s; 16 x 1: 0.905 / 0.920, 69 s;

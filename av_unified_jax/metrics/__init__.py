@@ -1,7 +1,7 @@
 """Official evaluation metrics of the five benchmarks, as pure numpy functions.
 
 Each function reproduces its benchmark's official evaluation code, quirks included
-(BENCHMARKS.md sections 1.3, 2.3, 3.3, 4.3 and 5.2). Values are fractions in [0, 1]; papers
+(docs/BENCHMARKS.md sections 1.3, 2.3, 3.3, 4.3 and 5.2). Values are fractions in [0, 1]; papers
 print them multiplied by 100.
 """
 

@@ -1,6 +1,6 @@
 """AVE (audio-visual event localisation): segment accuracy as the official code computes it.
 
-BENCHMARKS.md section 1.3. Both functions return a fraction of correct segments, pooled over
+docs/BENCHMARKS.md section 1.3. Both functions return a fraction of correct segments, pooled over
 every segment of every video (the papers print it multiplied by 100).
 """
 

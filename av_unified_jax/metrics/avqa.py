@@ -1,6 +1,6 @@
 """MUSIC-AVQA: answer accuracy per question type, pooled (micro) counts.
 
-BENCHMARKS.md section 3.3. Follows MUSIC-AVQA `net_grd_avst/main_avst.py::test` (TSPM and
+docs/BENCHMARKS.md section 3.3. Follows MUSIC-AVQA `net_grd_avst/main_avst.py::test` (TSPM and
 PSTP-Net `main_test.py` are identical).
 """
 

@@ -1,6 +1,6 @@
 """AVSBench-object (S4 / MS3): mask mIoU (J) and F-score (beta^2 = 0.3), per batch.
 
-BENCHMARKS.md section 5.2. Follows AVSBench `avs_scripts/avs_{s4,ms3}/utils/utility.py`
+docs/BENCHMARKS.md section 5.2. Follows AVSBench `avs_scripts/avs_{s4,ms3}/utils/utility.py`
 (`mask_iou`, `_eval_pr`, `Eval_Fmeasure`) and the test loop of `test.py` (AVSegFormer uses the
 same code). Inputs are logits: the sigmoid is applied here, in float32 like PyTorch. Both
 numbers depend on how frames are grouped into batches; the official test passes

@@ -1,6 +1,6 @@
 """LLP / AVVP (audio-visual video parsing): segment- and event-level F-scores.
 
-BENCHMARKS.md section 2.3. Follows AVVP-ECCV20 `main_avvp.py::eval` and
+docs/BENCHMARKS.md section 2.3. Follows AVVP-ECCV20 `main_avvp.py::eval` and
 `utils/eval_metrics.py` (MGN and CPSP use byte-identical copies). Every matrix is
 [classes, segments] = [25, 10] with rows in `LLP_CLASSES` order. The per-video scores are
 computed for many videos at once ([V, 25, 10] stacks); the official code loops per video.

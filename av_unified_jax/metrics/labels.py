@@ -1,6 +1,6 @@
 """Class-name lists of the benchmarks, in the index order their official code uses.
 
-Sources (see BENCHMARKS.md): AVE-ECCV18 (`mil_labels.h5` order, background at index 28) and
+Sources (see docs/BENCHMARKS.md): AVE-ECCV18 (`mil_labels.h5` order, background at index 28) and
 AVVP-ECCV20 `main_avvp.py::eval` (the 25 LLP classes). MUSIC-AVQA's 42 answers are not listed
 here: the official answer index is the first-appearance order over `avqa-train.json`, so it must
 be built from that file.

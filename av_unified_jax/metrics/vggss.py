@@ -1,6 +1,6 @@
 """VGG-SS and Flickr-SoundNet sound-source localisation: cIoU, cIoU@0.5 and AUC.
 
-BENCHMARKS.md section 4.3. Follows LVS (Localizing-Visual-Sounds-the-Hard-Way) `test.py` and
+docs/BENCHMARKS.md section 4.3. Follows LVS (Localizing-Visual-Sounds-the-Hard-Way) `test.py` and
 `utils.py` (`testset_gt`, `normalize_img`, `Evaluator.cal_CIOU`), and for the `"ezvsl"`
 protocol EZ-VSL `test.py`. Maps are 224x224, as the official `cal_CIOU` hard-codes.
 """

@@ -15,10 +15,10 @@ import jax.numpy as jnp
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-  """Every size and switch of `AVUnified` (DESIGN §4). Field comments give the meaning."""
+  """Every size and switch of `AVUnified` (docs/MODEL.md, Network). Field comments give the meaning."""
 
   # Vocabulary and heads (set from the token layout and the dataset, not from the variant).
-  vocab_size: int = 4096  # Size of the unified token vocabulary (DESIGN §3).
+  vocab_size: int = 4096  # Size of the unified token vocabulary (docs/MODEL.md, Tokens).
   num_mil_classes: int = 25  # Classes of the multiple-instance head (LLP has 25).
   bos_id: int = 1  # <bos>, prepended to the targets to form decoder inputs (<pad> is 0).
 

@@ -1,4 +1,4 @@
-"""Multiple-instance head for weak (video-level) LLP labels (DESIGN §3, AVVP).
+"""Multiple-instance head for weak (video-level) LLP labels (docs/MODEL.md, Tokens: AVVP).
 
 HAN-style attentive pooling: per segment and modality, class probabilities p[t, m, c]; a
 softmax over segments and one over modalities weight them into the video probability

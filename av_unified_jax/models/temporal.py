@@ -1,4 +1,4 @@
-"""Multi-scale temporal perception (DESIGN §4.3).
+"""Multi-scale temporal perception (docs/MODEL.md, Network 3).
 
 For each scale s (in seconds) the audio and visual segment sequences are average-pooled with
 window s, refined by cross-modal blocks at that scale, repeated back to T segments, and the

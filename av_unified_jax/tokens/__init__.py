@@ -1,4 +1,4 @@
-"""The unified token space (DESIGN §3): one vocabulary layout, a text tokenizer, per-task
+"""The unified token space (docs/MODEL.md, Tokens): one vocabulary layout, a text tokenizer, per-task
 encode/decode pairs and decoding grammars compiled to arrays.
 
     from av_unified_jax import tokens

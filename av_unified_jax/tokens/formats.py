@@ -1,6 +1,6 @@
 """Target formats of the five tasks: numpy encode/decode pairs and their grammars.
 
-One class per target format (DESIGN §3); `FORMATS` maps a format name to its class.
+One class per target format (docs/MODEL.md, Tokens); `FORMATS` maps a format name to its class.
 Every format owns three things that must agree: `encode(annotation) -> list[int]` (ending
 with `<eos>`), `decode(body) -> annotation` for the tokens before `<eos>` of a sequence
 already checked against `grammar()`, and `grammar() -> Grammar`.

@@ -30,7 +30,7 @@ LLP_CLASSES = (
 # MUSIC-AVQA: the 41 distinct answers of the val and test sets (sorted). The paper's 42-way
 # answer list is built from avqa-train.json in first-appearance order; build the tokenizer from
 # the answers found in the converted training data when it is available, and map answers to
-# indices by string (BENCHMARKS.md 3.4).
+# indices by string (docs/BENCHMARKS.md 3.4).
 MUSIC_AVQA_ANSWERS = (
     "accordion", "acoustic_guitar", "bagpipe", "banjo", "bassoon", "cello", "clarinet",
     "congas", "drum", "eight", "electric_bass", "erhu", "five", "flute", "four", "guzheng",

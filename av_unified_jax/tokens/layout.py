@@ -1,6 +1,6 @@
 """The vocabulary layout: the single source of truth for every token id.
 
-One vocabulary is laid out in contiguous ranges, in this order (DESIGN §3):
+One vocabulary is laid out in contiguous ranges, in this order (docs/MODEL.md, Tokens):
 
 | range     | tokens                                                                        |
 |-----------|-------------------------------------------------------------------------------|

@@ -3,7 +3,7 @@ five benchmarks, converted by the benchmarks' own converters (`python -m data_pr
 
   dataset.py   the build: splits and sizes, raw trees, conversion, preview (`build`, `main`)
   assets.py    the asset pack (photo cut-outs, recordings, backgrounds) and its split rules
-  compose.py   sound: tiling recordings over spans, loudness per second
+  compose.py   composition primitives: pictures (cut-outs on backgrounds) and sound
   scene.py     picture: placing and moving cut-outs over background crops
   media.py     writing the clips' video, audio and still files
   layouts.py   AVE, LLP and VGG-SS clips and annotation files

@@ -1,4 +1,4 @@
-"""Demo clips in the MUSIC-AVQA raw layout (BENCHMARKS.md 3.1).
+"""Demo clips in the MUSIC-AVQA raw layout (docs/BENCHMARKS.md 3.1).
 
 Two or three objects (animals, instruments, tools) stand at left / middle / right; some make
 their sound over a span, at clearly different loudness; sometimes an off-screen sound plays

@@ -1,4 +1,4 @@
-"""Demo clips in the AVSBench-object raw layouts, S4 and MS3 (BENCHMARKS.md 5.1).
+"""Demo clips in the AVSBench-object raw layouts, S4 and MS3 (docs/BENCHMARKS.md 5.1).
 
 Five one-second segments: five PNG frames, a five-second wav and per-frame binary masks
 (0/255 PNG) of the objects that sound in that second, taken from the composited alpha.

@@ -1,4 +1,4 @@
-"""Demo clips in the AVE, LLP and VGG-SS raw layouts (BENCHMARKS.md 1.1, 2.1, 4.1).
+"""Demo clips in the AVE, LLP and VGG-SS raw layouts (docs/BENCHMARKS.md 1.1, 2.1, 4.1).
 
 Each layout has `make_clip(ctx, rng, split, clip_id) -> metadata` (composes one clip and
 writes its media under `ctx.raw_dir`) and `write_annotations(raw_dir, clips)` (writes the
