@@ -80,7 +80,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.variant = "tiny"  # One of the size table's variants: tiny, demo, base, large.
   _model_fields(c.model)
 
-  # Tokens (DESIGN §3).
+  # Tokens (docs/MODEL.md, Tokens).
   c.tokens = ml_collections.ConfigDict()
   c.tokens.max_time = 10  # Time tokens <t_0> .. <t_max_time>.
   c.tokens.num_loc_bins = 100  # Location bins for box coordinates.

@@ -1,4 +1,4 @@
-"""The one table from Flax parameter paths to PyTorch parameter names (DESIGN §7).
+"""The one table from Flax parameter paths to PyTorch parameter names (docs/MODEL.md, Export).
 
 `TABLE` maps each module type to its entries `(flax sub-path, torch sub-name, what)`, where
 `what` is either a transform (for a parameter) or another module type (for a child module).
@@ -96,7 +96,7 @@ TABLE: dict[str, tuple[tuple[str, str | None, str], ...]] = {
                   ("temporal", "temporal", "Temporal"), ("spatial", "spatial", "Spatial"),
                   ("mil_head", "mil_head", "MILHead"), ("fusion", "fusion", "Fusion"),
                   ("decoder", "decoder", "Decoder")),
-    # Mask tokenizer (models/mask_tokenizer.py): variables {"params": ..., "vq": ...}.
+    # Mask tokenizer (mask_tokenizer/model.py): variables {"params": ..., "vq": ...}.
     "ResBlock": (("conv1", "conv1", "Conv"), ("conv2", "conv2", "Conv")),
     "Upsample": (("conv", "conv", "Conv"),),
     "MaskEncoder": (("down{k}", "down{k}", "Conv"), ("res{r}", "res{r}", "ResBlock"),

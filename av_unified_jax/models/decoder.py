@@ -1,5 +1,5 @@
 """Token embedding (shared by prompts, decoder inputs and the tied output projection) and the
-autoregressive decoder with a KV cache (DESIGN §4.7)."""
+autoregressive decoder with a KV cache (docs/MODEL.md, Network 7)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Prompt encoding and the fusion encoder (DESIGN §4.5-6).
+"""Prompt encoding and the fusion encoder (docs/MODEL.md, Network 5-6).
 
 The fusion memory is one sequence `[prompt ; a'_t ; v'_t ; s_t ; map-weighted focus patches]`
 with time embeddings on the segment tokens, position embeddings on the focus patches and a

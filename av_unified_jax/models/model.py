@@ -1,4 +1,4 @@
-"""AVUnified: perception network, fusion encoder and decoder (DESIGN §4).
+"""AVUnified: perception network, fusion encoder and decoder (docs/MODEL.md, Network).
 
     outputs = AVUnified(cfg).apply({"params": p}, batch, train=True, rngs={"dropout": k})
     memory = model.apply(v, batch, method=AVUnified.encode)

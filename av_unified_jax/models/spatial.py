@@ -1,4 +1,4 @@
-"""Cross-modal guidance spatial perception (DESIGN §4.4).
+"""Cross-modal guidance spatial perception (docs/MODEL.md, Network 4).
 
 Per segment, the temporally refined audio vector a'_t queries the frame's patch tokens P_t:
 the attention over patches (averaged over heads) is the sound-source map m_t, and the
