@@ -21,6 +21,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from tqdm import tqdm
+
 Scalars = Mapping[str, float]
 
 
@@ -84,8 +86,6 @@ class ProgressBar:
   def __init__(self, total_steps: int, start_step: int, enabled: bool):
     self._bar = None
     if enabled:
-      from tqdm import tqdm
-
       self._bar = tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True)
 
   def update(self, step: int) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import matplotlib
 import numpy as np
+from PIL import Image
 
 matplotlib.use("Agg")  # Files only; never opens a window.
 import matplotlib.pyplot as plt  # noqa: E402
@@ -170,8 +171,6 @@ def _overlay(frame, heat, colour=None, alpha: float = 0.5):
 
 def _resize(values, size: tuple[int, int]) -> np.ndarray:
   """float[h, w] -> float32[H, W] (bilinear, PIL)."""
-  from PIL import Image
-
   img = Image.fromarray(np.asarray(values, np.float32), mode="F")
   return np.asarray(img.resize((size[1], size[0]), Image.BILINEAR), np.float32)
 
@@ -238,7 +237,5 @@ def draw_prediction(task: str, record: dict, frames: np.ndarray, outputs: list[d
 
 
 def _save_mask(mask: np.ndarray, path: Path) -> None:
-  from PIL import Image
-
   path.parent.mkdir(parents=True, exist_ok=True)
   Image.fromarray(mask.astype(np.uint8) * 255).save(path)

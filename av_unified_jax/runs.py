@@ -36,8 +36,8 @@ CHECKPOINT_DIR = checkpointing.CHECKPOINT_DIR
 
 __all__ = ["CHECKPOINT_DIR", "CONFIG_FILE", "EVAL_DIR", "EVAL_OVERRIDES", "MASK_TOKENIZER_DIR",
            "TOKENIZER_DIR", "AbstractState", "Run", "RunError", "abstract_state",
-           "apply_overrides", "build_model", "check_eval_overrides", "eval_dir", "load_mask_decoder",
-           "load_run", "load_run_config", "make_init_fn"]
+           "apply_overrides", "build_model", "check_eval_overrides", "eval_dir",
+           "load_mask_decoder", "load_run", "load_run_config", "make_init_fn"]
 
 
 def eval_dir(workdir: str | Path, step: int) -> Path:

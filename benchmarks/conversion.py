@@ -14,11 +14,10 @@ import os
 import tempfile
 
 from benchmarks import timing
+from data_prep import bench_convert, convert
 
 
 def _decode_all(paths: list[str], processes: int) -> None:
-  from data_prep import bench_convert  # pylint: disable=g-import-not-at-top
-
   if processes == 1:
     for path in paths:
       bench_convert.decode_only(path)
@@ -28,8 +27,6 @@ def _decode_all(paths: list[str], processes: int) -> None:
 
 
 def _convert(raw: str, out: str, workers: int) -> None:
-  from data_prep import convert  # pylint: disable=g-import-not-at-top
-
   report = convert.convert("ave", raw, out, splits=["train"], workers=workers, progress=False)
   if report["train"]["skipped"]:
     raise RuntimeError(f"benchmark clips were skipped: {report['train']['skipped'][:3]}")
@@ -38,8 +35,6 @@ def _convert(raw: str, out: str, workers: int) -> None:
 def measure(clips: int, repeats: int, processes=(1, 2), size=(320, 240), fps: int = 25
             ) -> dict:
   """clips/s stats of decode-only and convert for each process/worker count."""
-  from data_prep import bench_convert  # pylint: disable=g-import-not-at-top
-
   with tempfile.TemporaryDirectory() as tmp:
     raw, warm = os.path.join(tmp, "raw"), os.path.join(tmp, "warm")
     paths = bench_convert.write_tree(raw, clips, size, fps)

@@ -9,8 +9,12 @@ tokens of the three are compared, as evidence that they do the same work.
 
 from __future__ import annotations
 
+import flax.linen as nn
+import jax
 import numpy as np
 
+from av_unified_jax import models, tokens
+from av_unified_jax.evaluation import decoding
 from benchmarks import timing, torch_side, train_step
 
 GRAMMAR = "avs"
@@ -34,9 +38,9 @@ def _inputs(config, cfg, tok) -> tuple[dict[str, np.ndarray], dict[str, np.ndarr
 
 
 def _torch_generator(cfg, params, stack, threads: int):
-  import torch  # pylint: disable=g-import-not-at-top
+  import torch  # Late: torch after OMP_WAIT_POLICY.
 
-  from av_unified_jax.export import modeling_av_unified as tm  # pylint: disable=g-import-not-at-top
+  from av_unified_jax.export import modeling_av_unified as tm  # Late: torch after OMP_WAIT_POLICY.
 
   torch.set_num_threads(threads)
   model = torch_side.torch_model(cfg, params).eval()
@@ -54,12 +58,7 @@ def measure(config_name: str, batch_size: int, max_len: int, repeats: int, threa
 
   `params`: the model's parameters (default: a fresh initialization with the config's seed).
   """
-  import flax.linen as nn  # pylint: disable=g-import-not-at-top
-  import jax  # pylint: disable=g-import-not-at-top
-  import torch  # pylint: disable=g-import-not-at-top
-
-  from av_unified_jax import models, tokens  # pylint: disable=g-import-not-at-top
-  from av_unified_jax.evaluation import decoding  # pylint: disable=g-import-not-at-top
+  import torch  # Late: torch after OMP_WAIT_POLICY.
 
   config = train_step.load_config(config_name, batch_size)
   cfg = train_step.model_config(config, tok.layout.vocab_size)

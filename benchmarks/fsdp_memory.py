@@ -29,6 +29,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+import flax.linen as nn
+import jax
+from jax.sharding import NamedSharding, PartitionSpec
+
+from av_unified_jax import runs, sharding, steps, synthetic, tokens
+from av_unified_jax.models import model_config_from
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -76,18 +83,11 @@ class Setup:
 
   @property
   def state(self):
-    import flax.linen as nn  # pylint: disable=g-import-not-at-top
-
     return nn.meta.unbox(self.boxed)
 
 
 def abstract_setup(config, vocab: int) -> Setup:
   """`jax.eval_shape` of the train loop's init function for `config` (nothing allocated)."""
-  import jax  # pylint: disable=g-import-not-at-top
-
-  from av_unified_jax import runs, synthetic, tokens  # pylint: disable=g-import-not-at-top
-  from av_unified_jax.models import model_config_from  # pylint: disable=g-import-not-at-top
-
   classes = len(tokens.LLP_CLASSES)
   model = runs.build_model(config, vocab, classes)
   cfg = model_config_from(config.model)
@@ -105,8 +105,6 @@ def abstract_setup(config, vocab: int) -> Setup:
 
 def device_bytes(abstract_state, shardings, devices) -> dict[int, int]:
   """{device id: bytes of its shards} of every leaf of an (unboxed) abstract state."""
-  import jax  # pylint: disable=g-import-not-at-top
-
   per_device = {d.id: 0 for d in devices}
   for leaf, sh in zip(jax.tree.leaves(abstract_state), jax.tree.leaves(shardings),
                       strict=True):
@@ -119,10 +117,6 @@ def device_bytes(abstract_state, shardings, devices) -> dict[int, int]:
 
 def mesh_and_shardings(setup: Setup, n: int):
   """(mesh of the first n devices with data=1, fsdp=n; state shardings on it)."""
-  import jax  # pylint: disable=g-import-not-at-top
-
-  from av_unified_jax import sharding  # pylint: disable=g-import-not-at-top
-
   mesh = sharding.make_mesh({"data": 1, "fsdp": n, "tensor": 1}, jax.devices()[:n])
   rules = sharding.logical_rules(setup.config)
   return mesh, sharding.param_shardings(setup.boxed, mesh, rules)
@@ -130,8 +124,6 @@ def mesh_and_shardings(setup: Setup, n: int):
 
 def measure_bytes(setup: Setup, n: int) -> dict:
   """Bytes of the train state per device on an fsdp=n mesh (the batch plays no part)."""
-  import jax  # pylint: disable=g-import-not-at-top
-
   mesh, shardings = mesh_and_shardings(setup, n)
   state = setup.state
   per_device = device_bytes(state, shardings, jax.devices()[:n])
@@ -146,11 +138,6 @@ def measure_bytes(setup: Setup, n: int) -> dict:
 
 def measure_compile(name: str, n: int, vocab: int) -> dict:
   """Seconds to lower and compile the jitted train step of configs/<name>.py on n devices."""
-  import jax  # pylint: disable=g-import-not-at-top
-  from jax.sharding import NamedSharding, PartitionSpec  # pylint: disable=g-import-not-at-top
-
-  from av_unified_jax import sharding, steps  # pylint: disable=g-import-not-at-top
-
   setup = abstract_setup(_config(name, n), vocab)
   mesh, shardings = mesh_and_shardings(setup, n)
   rules = sharding.logical_rules(setup.config)
@@ -168,8 +155,6 @@ def compile_times(step, args, mesh, rules) -> dict:
   """{"lower_s", "compile_s", "activation_constraints"}: the step lowered and compiled with
   the logical rules active (as the train loop runs it) or, if tracing fails that way, with
   the parameter and batch shardings only (the reason is kept under "constraints_error")."""
-  from av_unified_jax import sharding  # pylint: disable=g-import-not-at-top
-
   out = {"activation_constraints": True}
   try:
     with sharding.activate(mesh, rules):
@@ -188,10 +173,6 @@ def compile_times(step, args, mesh, rules) -> dict:
 def measure(devices, compile_devices, bytes_config: str = "base",
             compile_config: str = "base") -> dict:
   """{"bytes": {config, variant, rows}, "compile": {config, variant, rows}}."""
-  import jax  # pylint: disable=g-import-not-at-top
-
-  from av_unified_jax import tokens  # pylint: disable=g-import-not-at-top
-
   if jax.device_count() < max([*devices, *compile_devices]):
     raise RuntimeError(f"{jax.device_count()} devices, need {max(devices)}: set XLA_FLAGS="
                        f"--xla_force_host_platform_device_count before importing jax")

@@ -7,6 +7,9 @@ On a CPU-only machine the measurement is skipped with the reason.
 
 from __future__ import annotations
 
+import jax
+
+from av_unified_jax import summary, tokens
 from benchmarks import Skipped, timing, train_step
 
 # Peak dense bfloat16 FLOP/s per chip, by the start of `device.device_kind` (vendor figures).
@@ -31,10 +34,6 @@ def peak_flops(device_kind: str) -> float | None:
 
 def measure(batch_size: int, steps_per_repeat: int, repeats: int) -> dict:
   """steps/s, FLOPs per step and MFU of the base variant (configs/base.py shapes)."""
-  import jax  # pylint: disable=g-import-not-at-top
-
-  from av_unified_jax import summary, tokens  # pylint: disable=g-import-not-at-top
-
   backend = jax.default_backend()
   if backend == "cpu":
     raise Skipped("no accelerator: jax's default backend is cpu "

@@ -19,7 +19,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from av_unified_jax.data import pipeline
 from benchmarks import timing
+from configs import demo as demo_configs
+from data_prep import demo
 
 COMPLETE = ".complete"  # Marker written once a cached demo dataset is fully built.
 
@@ -34,8 +37,6 @@ def demo_dataset(root: Path, clips: int, image_size: int = 112) -> tuple[Path, d
 
   Raises RuntimeError when no dataset converts at all.
   """
-  from data_prep import demo  # pylint: disable=g-import-not-at-top
-
   out = root / f"demo_c{clips}_s{image_size}"
   marker = out / COMPLETE
   if marker.exists():
@@ -59,9 +60,7 @@ def demo_config(shards_dir: Path, batch_size: int | None = None):
 
   Returns (config, {task: reason} of the disabled tasks).
   """
-  from configs import demo  # pylint: disable=g-import-not-at-top
-
-  config = demo.get_config()
+  config = demo_configs.get_config()
   config.unlock()
   config.data.shards_dir = str(shards_dir)
   if batch_size:
@@ -78,8 +77,6 @@ def demo_config(shards_dir: Path, batch_size: int | None = None):
 
 def measure_workers(config, tok, workers: int, batches: int, repeats: int) -> dict:
   """Start-up seconds and examples/s stats of the training stream with `workers` workers."""
-  from av_unified_jax.data import pipeline  # pylint: disable=g-import-not-at-top
-
   config = config.copy_and_resolve_references()
   config.data.worker_count = int(workers)
   it = pipeline.make_train_iterator(config, tok, process_index=0, process_count=1)
@@ -103,8 +100,6 @@ def measure(shards_dir: Path, batches: int, repeats: int, workers=(0, 1, 2),
   """{"batch_size", "tasks_disabled", "workers": {w: measure_workers(...)}, and with
   `train_rate` (examples/s of one demo train step) "train_consumption": its stats from
   `train_repeats` steps just before and as many just after the pipeline rows}."""
-  from av_unified_jax.data import pipeline  # pylint: disable=g-import-not-at-top
-
   config, disabled = demo_config(shards_dir)
   tok = pipeline.build_tokenizer(config)
   before = [train_rate() for _ in range(train_repeats)] if train_rate else []

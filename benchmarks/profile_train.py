@@ -19,7 +19,13 @@ import os
 import re
 import tempfile
 
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
 import numpy as np
+
+from av_unified_jax import models, steps, tokens
+from benchmarks.run import cpu_threads
 
 NOT_OPS = ("ThunkExecutor", "$", "SlinkyThreadPool", "PjitFunction", "CommonPjRt",
            "Handle inputs")
@@ -28,19 +34,13 @@ NOT_OPS = ("ThunkExecutor", "$", "SlinkyThreadPool", "PjitFunction", "CommonPjRt
 def _modules():
   """(timing, torch_side, train_step), imported after OMP_WAIT_POLICY is set (torch reads it
   when it is first imported)."""
-  from benchmarks import timing, torch_side, train_step  # pylint: disable=g-import-not-at-top
+  from benchmarks import timing, torch_side, train_step  # Late: torch after OMP_WAIT_POLICY.
 
   return timing, torch_side, train_step
 
 
 def jax_loss_fns(config, cfg, batch):
   """(params, jitted loss, jitted grad, device batch) of the project's model and loss."""
-  import flax.linen as nn  # pylint: disable=g-import-not-at-top
-  import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-
-  from av_unified_jax import models, steps  # pylint: disable=g-import-not-at-top
-
   model = models.AVUnified(cfg)
   params = nn.meta.unbox(jax.jit(model.init)(jax.random.key(0), batch))["params"]
   weights = jnp.ones(len(steps.TASKS))
@@ -54,8 +54,6 @@ def jax_loss_fns(config, cfg, batch):
 
 def jax_op_times(fn, steps: int = 2) -> collections.Counter:
   """{op kind: microseconds per call} from a jax.profiler trace of `steps` calls of fn."""
-  import jax  # pylint: disable=g-import-not-at-top
-
   with tempfile.TemporaryDirectory() as tmp:
     with jax.profiler.trace(tmp, create_perfetto_trace=True):
       for _ in range(steps):
@@ -73,7 +71,7 @@ def jax_op_times(fn, steps: int = 2) -> collections.Counter:
 
 def torch_op_times(fn, steps: int = 2) -> collections.Counter:
   """{aten op: self CPU microseconds per call} from torch.profiler."""
-  from torch.profiler import ProfilerActivity, profile  # pylint: disable=g-import-not-at-top
+  from torch.profiler import ProfilerActivity, profile  # Late: torch after OMP_WAIT_POLICY.
 
   with profile(activities=[ProfilerActivity.CPU]) as prof:
     for _ in range(steps):
@@ -98,11 +96,7 @@ def main(argv=None) -> int:
   parser.add_argument("--top", type=int, default=12)
   args = parser.parse_args(argv)
   timing, torch_side, train_step = _modules()
-  import jax  # pylint: disable=g-import-not-at-top
-  import torch  # pylint: disable=g-import-not-at-top
-
-  from av_unified_jax import models, tokens  # pylint: disable=g-import-not-at-top
-  from benchmarks.run import cpu_threads  # pylint: disable=g-import-not-at-top
+  import torch  # Late: torch after OMP_WAIT_POLICY.
 
   threads = cpu_threads()
   torch.set_num_threads(threads)

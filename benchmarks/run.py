@@ -26,7 +26,10 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from benchmarks import Skipped, report
+import jax
+
+from av_unified_jax import tokens
+from benchmarks import Skipped, pipeline_rate, report
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results.json"
@@ -57,7 +60,7 @@ class Plan:
 
 
 def make_plan(quick: bool) -> Plan:
-  from benchmarks.train_step import Setting  # pylint: disable=g-import-not-at-top
+  from benchmarks.train_step import Setting  # Late: torch after OMP_WAIT_POLICY.
 
   if quick:
     return Plan(train=(Setting("tiny", 8, 3, 5), Setting("demo", 32, 1, 5)),
@@ -101,8 +104,6 @@ def _memory_gib() -> float:
 def machine(torch_preloaded: bool) -> dict:
   """The machine and settings; `torch_preloaded`: torch was imported before OMP_WAIT_POLICY
   was set, so the setting has no effect."""
-  import jax  # pylint: disable=g-import-not-at-top
-
   return {"platform": platform.platform(), "python": platform.python_version(),
           "cpu_model": _cpu_model(), "cpus": os.cpu_count(), "cpus_usable": cpu_threads(),
           "memory_gib": _memory_gib(), "jax_backend": jax.default_backend(),
@@ -162,15 +163,13 @@ def _quiet(fn: Callable[[], dict]) -> Callable[[], dict]:
 def section_fns(plan: Plan, cache_dir: Path) -> dict[str, Callable[[], dict]]:
   """One zero-argument function per measurement (run in MEASUREMENTS order)."""
   # Imported here, after `main` has set OMP_WAIT_POLICY: torch_side imports torch.
-  from benchmarks import (  # pylint: disable=g-import-not-at-top
+  from benchmarks import (  # Late: torch after OMP_WAIT_POLICY.
       conversion, decode, fsdp_memory, mfu, pipeline_rate, train_step)
 
   threads = cpu_threads()
   trainers = {}  # Compiled JAX trainers by config name from train_step, reused below.
 
   def tokenizer():
-    from av_unified_jax import tokens  # pylint: disable=g-import-not-at-top
-
     return tokens.Tokenizer.build(tokens.OFFICIAL_LABEL_SETS)
 
   def demo_trainer():
@@ -244,7 +243,6 @@ def main(argv=None) -> int:
     write_markdown(json.loads(args.out.read_text()), args.markdown)
     print(f"wrote {args.markdown} from {args.out}")
     return 0
-  from benchmarks import pipeline_rate  # pylint: disable=g-import-not-at-top
 
   start = time.perf_counter()
   plan = make_plan(args.quick)

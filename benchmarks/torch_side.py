@@ -14,8 +14,8 @@ import torch.nn.functional as F
 
 def torch_model(cfg, params):
   """The export's `AVUnified` (float32) holding `params` (plain Flax params of `cfg`)."""
-  from av_unified_jax.export import exporter, mapping  # pylint: disable=g-import-not-at-top
-  from av_unified_jax.export import modeling_av_unified as tm  # pylint: disable=g-import-not-at-top
+  from av_unified_jax.export import exporter, mapping  # Late: torch after OMP_WAIT_POLICY.
+  from av_unified_jax.export import modeling_av_unified as tm  # Late: torch after OMP_WAIT_POLICY.
 
   weights = mapping.convert({"model": params}, "Export")
   model = tm.AVUnified(exporter.model_config_dict(cfg))

@@ -15,8 +15,10 @@ import dataclasses
 import importlib
 import time
 
+import jax
 import numpy as np
 
+from av_unified_jax import checkpointing, models, runs, steps, synthetic
 from benchmarks import timing, torch_side
 
 NUM_CLASSES = 25  # Weak-label classes (LLP).
@@ -43,16 +45,12 @@ def load_config(name: str, batch_size: int):
 
 def model_config(config, vocab_size: int):
   """The ModelConfig of `config` with the vocabulary and LLP's class count."""
-  from av_unified_jax import models  # pylint: disable=g-import-not-at-top
-
   return models.model_config_from(config.model, vocab_size=vocab_size,
                                   num_mil_classes=NUM_CLASSES)
 
 
 def make_batch(config, cfg, vocab_size: int) -> dict[str, np.ndarray]:
   """A synthetic batch with the config's shapes (`av_unified_jax.synthetic`)."""
-  from av_unified_jax import synthetic  # pylint: disable=g-import-not-at-top
-
   spec = synthetic.SyntheticSpec(
       batch_size=config.data.batch_size, num_segments=config.data.num_segments,
       image_size=config.data.image_size, mel_frames=cfg.mel_frames, mel_bins=cfg.mel_bins,
@@ -65,10 +63,6 @@ class JaxTrainer:
   """The project's jitted train step (`steps.make_train_step`), state donated."""
 
   def __init__(self, config, vocab_size: int, batch: dict[str, np.ndarray]):
-    import jax  # pylint: disable=g-import-not-at-top
-
-    from av_unified_jax import checkpointing, runs, steps  # pylint: disable=g-import-not-at-top
-
     self.model = runs.build_model(config, vocab_size, NUM_CLASSES)
     spec = {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in batch.items()}
     shapes = runs.abstract_state(config, self.model, spec)
@@ -85,8 +79,6 @@ class JaxTrainer:
 
   def run(self, num_steps: int):
     """Runs `num_steps` steps and waits for them; returns the last metrics."""
-    import jax  # pylint: disable=g-import-not-at-top
-
     metrics = None
     for _ in range(num_steps):
       self.state, metrics = self._step(self.state, self.batch, self.rng)

@@ -9,8 +9,6 @@ from __future__ import annotations
 import ml_collections
 from ml_collections import config_dict
 
-from av_unified_jax.tokens.layout import TASKS
-
 
 def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
   """Parses `"k1=v1,k2=v2"` (the part after `:` in `--config=configs/x.py:...`).

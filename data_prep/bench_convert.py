@@ -88,7 +88,7 @@ def time_decode(paths: list[str], processes: int) -> tuple[float, float]:
 
 def time_convert(raw: str, out: str, workers: int) -> tuple[float, float]:
   """(wall seconds, CPU seconds of this process) to convert the AVE train split."""
-  from data_prep import convert  # pylint: disable=g-import-not-at-top
+  from data_prep import convert  # Late: the forkserver decode workers import this module.
 
   start, cpu = time.perf_counter(), time.process_time()
   report = convert.convert("ave", raw, out, splits=["train"], workers=workers, progress=False)

@@ -160,9 +160,9 @@ def background_source(spec: str) -> Path:
   """Path of a bundled image, `skimage:<file>` or `sklearn:<file>`."""
   lib, name = spec.split(":")
   if lib == "skimage":
-    import skimage.data
+    import skimage.data  # Late: optional, only rebuilding the pack needs scikit-image.
     return Path(skimage.data.__file__).parent / name
-  import sklearn.datasets
+  import sklearn.datasets  # Late: optional, only rebuilding the pack needs scikit-learn.
   return Path(sklearn.datasets.__file__).parent / "images" / name
 
 

@@ -38,6 +38,8 @@ import multiprocessing
 import os
 import sys
 
+from tqdm import tqdm
+
 from av_unified_jax.data import records, schema, shards
 from av_unified_jax.data.params import ConvertParams
 from data_prep import ave, avsbench, build, llp, music_avqa, vggss, writer
@@ -116,8 +118,6 @@ def _ordered_results(tasks, raw_dir, dataset, params, workers):
 
 
 def _progress(total, desc, enabled):
-  from tqdm import tqdm  # pylint: disable=g-import-not-at-top
-
   return tqdm(total=total, desc=desc, unit="clip", disable=not enabled, dynamic_ncols=True)
 
 

@@ -38,12 +38,14 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 import grain
+import jax
 import numpy as np
+from absl import flags
 
+from av_unified_jax import models
 from av_unified_jax.data import shards, tasks, transforms
 from av_unified_jax.data.tasks import (EVAL_FIELDS, MODEL_FIELDS, TOKENIZER_DIR, MaskCodes,
-                                       build_tokenizer, collect_label_sets,
-                                       load_or_build_tokenizer)
+                                       build_tokenizer, collect_label_sets, load_or_build_tokenizer)
 
 __all__ = ["EVAL_FIELDS", "MODEL_FIELDS", "TOKENIZER_DIR", "BatchIterator", "EvalData",
            "TrainData", "batch_spec", "build_tokenizer", "collect_label_sets",
@@ -204,8 +206,6 @@ def train_batches(config, tokenizer, *, process_index: int, process_count: int,
 
 def _mark_flags_parsed() -> None:
   """grain's worker processes read absl flags; a library caller may not have parsed them."""
-  from absl import flags  # pylint: disable=g-import-not-at-top
-
   if not flags.FLAGS.is_parsed():
     flags.FLAGS.mark_as_parsed()
 
@@ -280,8 +280,6 @@ def _stream_about(config, process_index, process_count, sizes) -> dict:
 
 def _process_layout(process_index, process_count) -> tuple[int, int]:
   if process_index is None or process_count is None:
-    import jax  # pylint: disable=g-import-not-at-top
-
     process_index = jax.process_index() if process_index is None else process_index
     process_count = jax.process_count() if process_count is None else process_count
   if not 0 <= process_index < process_count:
@@ -325,8 +323,6 @@ def example_shapes(config, tokenizer, model_cfg=None) -> dict[str, tuple[tuple[i
 
 def batch_spec(config, tokenizer, model_cfg=None) -> dict:
   """{field: jax.ShapeDtypeStruct} of a *global* training batch (leading axis batch_size)."""
-  import jax  # pylint: disable=g-import-not-at-top
-
   b = int(config.data.batch_size)
   return {k: jax.ShapeDtypeStruct((b,) + shape, dtype)
           for k, (shape, dtype) in example_shapes(config, tokenizer, model_cfg).items()}
@@ -340,8 +336,6 @@ def global_batch(local: Mapping[str, np.ndarray], shardings: Mapping[str, Any],
     spec: {field: ShapeDtypeStruct or shape tuple} of the global batch. Fields of `local`
     not in `spec` (e.g. evaluation bookkeeping) are left out.
   """
-  import jax  # pylint: disable=g-import-not-at-top
-
   missing = sorted(set(spec) - set(local))
   if missing:
     raise ValueError(f"the input batch lacks fields {missing}")
@@ -368,8 +362,6 @@ def make_train_data(config, tokenizer, *, mask_codes: MaskCodes | None = None,
   """The training input of this process (drop-in for the synthetic source of train.py).
   `model_cfg` (default: from config.model) gives the log-mel size checked against the data."""
   if model_cfg is None:
-    from av_unified_jax import models  # pylint: disable=g-import-not-at-top
-
     model_cfg = models.model_config_from(config.model)
   it = make_train_iterator(config, tokenizer, mask_codes=mask_codes, process_index=process_index,
                            process_count=process_count, model_cfg=model_cfg)

@@ -99,8 +99,7 @@ class ShardSource:
 
   def _open(self):
     if self._source is None:
-      # Imported here so that `import av_unified_jax.data` stays light.
-      from array_record.python import array_record_data_source
+      from array_record.python import array_record_data_source  # Late: keeps the package light.
 
       paths = [f"{os.path.join(self.dataset_dir, s['file'])}[0:{s['num_records']}]"
                for s in self._shards]
@@ -157,7 +156,7 @@ def open_split(dataset_dir: str | os.PathLike, split: str) -> ShardSource:
 
 def decode_frames(example: dict[str, Any]) -> np.ndarray:
   """Decodes `example['frames']` to uint8[N, H, W, 3]."""
-  from PIL import Image  # pylint: disable=g-import-not-at-top
+  from PIL import Image  # Late: `import av_unified_jax.data` stays numpy-only.
 
   return np.stack([np.asarray(Image.open(io.BytesIO(b)).convert("RGB"))
                    for b in example["frames"]])
@@ -165,7 +164,7 @@ def decode_frames(example: dict[str, Any]) -> np.ndarray:
 
 def decode_masks(example: dict[str, Any]) -> np.ndarray:
   """Decodes AVSBench `example['masks']` to bool[5, H, W]; unannotated frames are all False."""
-  from PIL import Image  # pylint: disable=g-import-not-at-top
+  from PIL import Image  # Late: `import av_unified_jax.data` stays numpy-only.
 
   decoded = [np.asarray(Image.open(io.BytesIO(b))) > 127 if b else None
              for b in example["masks"]]

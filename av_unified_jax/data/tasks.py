@@ -37,7 +37,9 @@ import dataclasses
 import os
 from collections.abc import Callable, Iterator, Mapping
 
+import jax
 import numpy as np
+from array_record.python import array_record_data_source
 from PIL import Image
 
 from av_unified_jax import tokens
@@ -278,8 +280,6 @@ def focus_map(mask: np.ndarray | None, grid: int = MAP_GRID) -> tuple[np.ndarray
 # ----------------------------------------------------------------------------- label sets
 def _iter_records(dataset_path: str, split: str) -> Iterator[dict]:
   """Decoded stored records of a split, in order (grouped datasets: one per video)."""
-  from array_record.python import array_record_data_source  # pylint: disable=g-import-not-at-top
-
   info = shards.load_info(dataset_path)
   if split not in info["splits"]:
     raise ValueError(f"split {split!r} is not converted in {dataset_path}; converted splits: "
@@ -359,8 +359,6 @@ def load_or_build_tokenizer(config, workdir: str | os.PathLike | None = None):
     return tokens.Tokenizer.load(path)
   tok = build_tokenizer(config)
   if path:
-    import jax  # pylint: disable=g-import-not-at-top
-
     if jax.process_index() == 0:
       tok.save(path)
   return tok

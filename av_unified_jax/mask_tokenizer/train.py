@@ -255,8 +255,10 @@ def evaluate(variables, cfg: mt.MaskTokenizerConfig, held_out: dict, config) -> 
     out[f"{name}/miou@{config.data.eval_size}"] = float(np.mean(coding.decoded_ious(
         variables, cfg, codes, m, bs, eval_size=config.data.eval_size)))
     if cfg.search_candidates > 1:
-      nearest = coding.encode_masks(variables, dataclasses.replace(cfg, search_candidates=1), small, bs)
-      out[f"{name}/miou_nearest"] = float(np.mean(coding.decoded_ious(variables, cfg, nearest, m, bs)))
+      nearest = coding.encode_masks(variables, dataclasses.replace(cfg, search_candidates=1),
+                                    small, bs)
+      out[f"{name}/miou_nearest"] = float(np.mean(coding.decoded_ious(variables, cfg, nearest,
+                                                                      m, bs)))
     out[f"{name}/num_masks"] = len(m)
   return out
 
