@@ -24,6 +24,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from av_unified_jax import checkpointing, metric_writers, models, sharding, steps, synthetic
 from av_unified_jax.data import pipeline
 from av_unified_jax.data.pipeline import TrainData
+from av_unified_jax.tokens.layout import VocabLayout
 
 # evaluate_fn(state, step) -> {task: {metric: value}} (or None); called on eval steps.
 EvaluateFn = Callable[[steps.TrainState, int], Mapping[str, Mapping[str, float]] | None]
@@ -216,8 +217,11 @@ def synthetic_train_data(config, model_cfg) -> TrainData:
 
 def build_model(config, vocab_size: int, num_classes: int):
   """`models.AVUnified` for `config.model` with the data's vocabulary and class count."""
+  overrides = {}
+  if config.model.get("mask_task_token") is None:  # The layout's <avs>: AVS gets cell queries.
+    overrides["mask_task_token"] = VocabLayout().task_token("avs")
   cfg = models.model_config_from(config.model, vocab_size=vocab_size,
-                                 num_mil_classes=num_classes)
+                                 num_mil_classes=num_classes, **overrides)
   return models.AVUnified(cfg)
 
 

@@ -124,6 +124,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.loss.contrastive_temperature = 0.07  # Temperature of the contrastive loss.
   c.loss.map_weight = 1.0  # Sound-source map vs the focus frame's mask, where one exists (AVS).
   c.loss.avs_background_weight = 1.0  # Weight of AVS target tokens of the background code.
+  # MIL frame probabilities vs the seconds of AVE's events (needs "ave" in mil_tasks).
+  c.loss.event_weight = 0.0
 
   # Optimizer and schedule.
   c.optim = ml_collections.ConfigDict()
@@ -183,6 +185,8 @@ def _model_fields(m: ml_collections.ConfigDict) -> None:
   m.fusion_layers = p(int)  # Fusion encoder blocks.
   m.decoder_layers = p(int)  # Decoder blocks.
   m.max_decode_len = p(int)  # Largest decoder length and KV-cache rows.
+  m.mask_task_token = p(int)  # Task token of the cell queries (None: <avs>; -1: none).
+  m.mask_grid = p(int)  # Side of the AVS mask-code grid the cell queries cover.
   m.use_temporal_multiscale = p(bool)  # Ablation switch: multi-scale temporal perception.
   m.use_spatial_guidance = p(bool)  # Ablation switch: audio-guided spatial perception.
   m.use_task_prompts = p(bool)  # Ablation switch: task prompts in the memory and scale mix.

@@ -39,7 +39,7 @@ FORMAT = "av_unified_jax.torch_export/1"
 
 def model_config(values: dict) -> types.SimpleNamespace:
   """The model section of config.json as attributes (plus head_dim and scales)."""
-  cfg = types.SimpleNamespace(**values)
+  cfg = types.SimpleNamespace(**{"mask_task_token": -1, "mask_grid": 8, **values})
   cfg.head_dim = cfg.embed_dim // cfg.num_heads
   cfg.scales = tuple(cfg.temporal_scales) if cfg.use_temporal_multiscale else (1,)
   return cfg
@@ -385,9 +385,13 @@ class Decoder(nn.Module):
     self.blocks = nn.ModuleList(DecoderBlock(cfg) for _ in range(cfg.decoder_layers))
     self.ln_out = layer_norm(cfg)
 
-  def forward(self, x, memory, memory_mask, start: int = 0, caches=None):
-    """x [B, L, D] (embedded tokens at positions start..start+L) -> [B, L, D]."""
+  def forward(self, x, memory, memory_mask, start: int = 0, caches=None, queries=None):
+    """x [B, L, D] (embedded tokens at positions start..start+L) -> [B, L, D]; `queries`
+    [B, Q, D] (optional) are added at positions 0 .. Q-1."""
     x = x + self.pos_embed[start:start + x.shape[1]][None]
+    if queries is not None and start < queries.shape[1]:
+      q = queries[:, start:start + x.shape[1]]
+      x = torch.cat([x[:, :q.shape[1]] + q, x[:, q.shape[1]:]], dim=1)
     for i, block in enumerate(self.blocks):
       x = block(x, memory, memory_mask, start, None if caches is None else caches[i])
     return self.ln_out(x)
@@ -606,6 +610,21 @@ class Grammars:
 
 
 # ----------------------------------------------------------------------------- the model
+def cell_resampling(patch_grid, grid: int) -> np.ndarray:
+  """float32[grid*grid, h*w]: bilinear weights (half-pixel centres, edges clamped) from the
+  h x w patch grid to the grid x grid mask cells, both row-major."""
+  def axis(size):
+    src = np.clip((np.arange(grid) + 0.5) * size / grid - 0.5, 0, size - 1)
+    lo = np.floor(src).astype(int)
+    hi = np.minimum(lo + 1, size - 1)
+    w = np.zeros((grid, size), np.float64)
+    np.add.at(w, (np.arange(grid), lo), 1 - (src - lo))
+    np.add.at(w, (np.arange(grid), hi), src - lo)
+    return w
+  rows, cols = axis(patch_grid[0]), axis(patch_grid[1])
+  return np.einsum("ih,jw->ijhw", rows, cols).reshape(grid * grid, -1).astype(np.float32)
+
+
 def _tensor(x):
   return x if torch.is_tensor(x) else torch.from_numpy(np.array(x))
 
@@ -625,6 +644,10 @@ class AVUnified(nn.Module):
     self.prompt_encoder = PromptEncoder(cfg) if cfg.use_task_prompts else None
     self.temporal, self.spatial = Temporal(cfg), Spatial(cfg)
     self.mil_head, self.fusion, self.decoder = MILHead(cfg), Fusion(cfg), Decoder(cfg)
+    if cfg.mask_task_token >= 0:
+      self.cell_norm = layer_norm(cfg)
+      self.cell_proj = nn.Linear(cfg.embed_dim, cfg.embed_dim)
+      self.cell_map_proj = nn.Linear(1, cfg.embed_dim)
     self.mask_tokenizer = MaskTokenizer(mask_config) if mask_config else None
     self.grammars: Grammars | None = None
     self.vocab: Vocabulary | None = None
@@ -671,16 +694,33 @@ class AVUnified(nn.Module):
                                       focus)
     _, t, h, w = batch["frames"].shape[:4]
     p = self.cfg.patch_size
-    return {"memory": memory, "memory_mask": memory_mask,
+    extra = {}
+    if self.cfg.mask_task_token >= 0:
+      extra["cell_queries"] = self.cell_queries(
+          patches[rows, focus_idx], sp["maps"][rows, focus_idx], tokens, (h // p, w // p))
+    return {"memory": memory, "memory_mask": memory_mask, **extra,
             "loc_maps": sp["maps"].reshape(b, t, h // p, w // p),
             "mil_frame_probs": frame_probs, "mil_video_probs": video_probs,
             "audio_embed": sp["audio_embed"], "visual_embed": sp["visual_embed"],
             "scale_weights": scale_weights}
 
+  def cell_queries(self, focus_patches, focus_map, prompt_tokens, patch_grid):
+    """The mask cells' queries [B, G*G, D] (zero unless the prompt starts with the mask
+    task's token): the focus frame's patches [B, N, D] and map [B, N] resampled to G x G."""
+    cfg = self.cfg
+    n = focus_map.shape[-1]
+    log_map = torch.log(focus_map.float() * n + 1e-6)[..., None].to(focus_patches.dtype)
+    x = self.cell_proj(self.cell_norm(focus_patches)) + self.cell_map_proj(log_map)
+    resample = torch.from_numpy(cell_resampling(patch_grid, cfg.mask_grid)).to(x.dtype)
+    x = torch.einsum("gn,bnd->bgd", resample, x)
+    gate = (prompt_tokens[:, 0] == cfg.mask_task_token).to(x.dtype)
+    return x * gate[:, None, None]
+
   def decode(self, tokens, encoded, start: int = 0, caches=None):
     """Decoder tokens int[B, L] (<bos> first) + `encode`'s dict -> logits float32[B, L, V]."""
     x = self.embed(_tensor(tokens).long())
-    h = self.decoder(x, encoded["memory"], encoded["memory_mask"], start, caches)
+    h = self.decoder(x, encoded["memory"], encoded["memory_mask"], start, caches,
+                     encoded.get("cell_queries"))
     return self.embed.attend(h)
 
   def forward(self, batch):
@@ -690,7 +730,8 @@ class AVUnified(nn.Module):
     targets = _tensor(batch["target_tokens"]).long()
     bos = torch.full_like(targets[:, :1], self.cfg.bos_id)
     logits = self.decode(torch.cat([bos, targets[:, :-1]], dim=1), enc)
-    return {"logits": logits, **{k: v for k, v in enc.items() if not k.startswith("memory")}}
+    return {"logits": logits, **{k: v for k, v in enc.items()
+                                 if not k.startswith("memory") and k != "cell_queries"}}
 
   @torch.no_grad()
   def generate(self, batch, task, max_len: int | None = None):

@@ -51,7 +51,9 @@ class Decoder(nn.Module):
   cfg: ModelConfig
 
   @nn.compact
-  def __call__(self, x, memory, memory_mask, train: bool = False, decode: bool = False):
+  def __call__(self, x, memory, memory_mask, train: bool = False, decode: bool = False,
+               queries=None):
+    """`queries` [B, Q, D] (optional) are added to the inputs at positions 0 .. Q-1."""
     cfg = self.cfg
     length = x.shape[1]
     if decode:
@@ -67,6 +69,10 @@ class Decoder(nn.Module):
                              ("length", "embed"))
     positions = start + jnp.arange(length)  # [L]
     x = x + jnp.take(pos, positions, axis=0).astype(x.dtype)[None]  # [B, L, D]
+    if queries is not None:
+      q = queries.shape[1]
+      rows = jnp.take(queries, jnp.minimum(positions, q - 1), axis=1)  # [B, L, D]
+      x = x + jnp.where((positions < q)[None, :, None], rows, 0).astype(x.dtype)
     x = nn.Dropout(cfg.dropout_rate)(x, deterministic=not train)
     kwargs = (("deterministic", not train), ("decode", decode))
     x = layers.Stack(cfg, layers.DecoderBlock, cfg.decoder_layers, kwargs, name="blocks")(
