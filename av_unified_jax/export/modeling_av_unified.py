@@ -426,9 +426,9 @@ class SameConv2d(nn.Conv2d):
 
 
 class ResBlock(nn.Module):
-  def __init__(self, width: int):
+  def __init__(self, width: int, kernel: int = 3):
     super().__init__()
-    self.conv1, self.conv2 = SameConv2d(width, width, 3), SameConv2d(width, width, 1)
+    self.conv1, self.conv2 = SameConv2d(width, width, kernel), SameConv2d(width, width, 1)
 
   def forward(self, x):
     return x + self.conv2(F.relu(self.conv1(F.relu(x))))
@@ -442,9 +442,9 @@ def depth_to_space(x, r: int = 2):
 
 
 class Upsample(nn.Module):
-  def __init__(self, width_in: int, width_out: int):
+  def __init__(self, width_in: int, width_out: int, kernel: int = 3):
     super().__init__()
-    self.conv = SameConv2d(width_in, 4 * width_out, 3)
+    self.conv = SameConv2d(width_in, 4 * width_out, kernel)
 
   def forward(self, x):
     return depth_to_space(self.conv(x), 2)
@@ -474,16 +474,16 @@ class MaskEncoder(nn.Module):
 class MaskDecoder(nn.Module):
   def __init__(self, mcfg):
     super().__init__()
-    widths = list(mcfg["channels"])
-    self.from_code = SameConv2d(mcfg["code_dim"], widths[-1], 3)
+    widths, k = list(mcfg["channels"]), mcfg.get("decoder_kernel", 3)
+    self.from_code = SameConv2d(mcfg["code_dim"], widths[-1], k)
     self.num_res = mcfg["num_res_blocks"]
     for i in range(self.num_res):
-      setattr(self, f"res{i}", ResBlock(widths[-1]))
+      setattr(self, f"res{i}", ResBlock(widths[-1], k))
     ups = list(reversed(widths[:-1]))
     self.num_up = len(ups)
     for i, width in enumerate(ups):
-      setattr(self, f"up{i}", Upsample(widths[-1] if i == 0 else ups[i - 1], width))
-    self.to_logits = Upsample(ups[-1] if ups else widths[-1], 1)
+      setattr(self, f"up{i}", Upsample(widths[-1] if i == 0 else ups[i - 1], width, k))
+    self.to_logits = Upsample(ups[-1] if ups else widths[-1], 1, k)
 
   def forward(self, z):
     """float[B, code_dim, g, g] -> mask logits float32[B, S, S]."""

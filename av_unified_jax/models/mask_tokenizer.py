@@ -49,6 +49,10 @@ class MaskTokenizerConfig:
   encoder: str = "conv"  # Key of ENCODERS: "conv" (sees neighbours) or "patch" (cell-local).
   patch_hidden: int = 256  # Hidden width of the "patch" encoder's per-cell MLP.
   num_res_blocks: int = 1  # Residual blocks at grid resolution, in encoder and decoder.
+  # Decoder conv kernel side: 3 sees neighbouring cells; 1 makes the decoder cell-local (a
+  # cell's pixels depend on its own code only), so `encode_masks` picks each cell's best code
+  # exactly and equal cells get equal codes.
+  decoder_kernel: int = 3
   commitment_weight: float = 0.25  # beta of the commitment loss.
   dice_weight: float = 1.0  # Weight of the soft-dice term beside the pixel BCE.
   ema_decay: float = 0.95  # Decay of the codebook EMA statistics.
@@ -66,6 +70,9 @@ class MaskTokenizerConfig:
     if self.search_candidates < 1 or self.search_candidates > self.codebook_size:
       raise ValueError(f"MaskTokenizerConfig: search_candidates={self.search_candidates} must be "
                        f"in [1, codebook_size={self.codebook_size}]")
+    if self.decoder_kernel not in (1, 3):
+      raise ValueError(f"MaskTokenizerConfig: decoder_kernel={self.decoder_kernel} must be 1 "
+                       "(cell-local) or 3")
     if self.encoder not in ENCODERS:
       raise ValueError(f"MaskTokenizerConfig: encoder={self.encoder!r} is not one of "
                        f"{sorted(ENCODERS)}")
@@ -108,10 +115,11 @@ def _conv(features, kernel, strides=1, in_name="channels", out_name="channels", 
 class ResBlock(nn.Module):
   """Pre-activation residual block: `float32[B, h, w, C] -> float32[B, h, w, C]`."""
   features: int
+  kernel: int = 3
 
   @nn.compact
   def __call__(self, x):
-    y = _conv(self.features, 3, name="conv1")(nn.relu(x))
+    y = _conv(self.features, self.kernel, name="conv1")(nn.relu(x))
     y = _conv(self.features, 1, name="conv2")(nn.relu(y))
     return x + y
 
@@ -170,10 +178,11 @@ class Upsample(nn.Module):
   """Sub-pixel upsampling (cheaper than a transposed conv on CPU): `[B,h,w,C] -> [B,2h,2w,F]`."""
   features: int
   out_name: str | None = "channels"
+  kernel: int = 3
 
   @nn.compact
   def __call__(self, x):
-    x = _conv(4 * self.features, 3, out_name=self.out_name, name="conv")(x)  # [B, h, w, 4F]
+    x = _conv(4 * self.features, self.kernel, out_name=self.out_name, name="conv")(x)
     return depth_to_space(x, 2)
 
 
@@ -183,13 +192,13 @@ class Decoder(nn.Module):
 
   @nn.compact
   def __call__(self, z):
-    widths = self.cfg.channels
-    x = _conv(widths[-1], 3, in_name="embed", name="from_code")(z)
+    widths, k = self.cfg.channels, self.cfg.decoder_kernel
+    x = _conv(widths[-1], k, in_name="embed", name="from_code")(z)
     for i in range(self.cfg.num_res_blocks):
-      x = ResBlock(widths[-1], name=f"res{i}")(x)
+      x = ResBlock(widths[-1], k, name=f"res{i}")(x)
     for i, width in enumerate(reversed(widths[:-1])):
-      x = Upsample(width, name=f"up{i}")(nn.relu(x))
-    x = Upsample(1, out_name=None, name="to_logits")(nn.relu(x))  # [B, S, S, 1]
+      x = Upsample(width, kernel=k, name=f"up{i}")(nn.relu(x))
+    x = Upsample(1, out_name=None, kernel=k, name="to_logits")(nn.relu(x))  # [B, S, S, 1]
     return x[..., 0]
 
 
@@ -469,11 +478,44 @@ def _batched(fn, batch_size: int, *arrays):
   return np.concatenate(out)
 
 
+def code_patterns(variables, cfg: MaskTokenizerConfig) -> np.ndarray:
+  """float32[K, r, r]: the logits a cell-local decoder gives each code's cell (r = S / g)."""
+  if cfg.decoder_kernel != 1:
+    raise ValueError("code_patterns needs a cell-local decoder (decoder_kernel=1)")
+  _, decode, _ = _coding_fns(cfg)
+  g, r = cfg.grid, cfg.mask_size // cfg.grid
+  codes = np.broadcast_to(np.arange(cfg.codebook_size, dtype=np.int32)[:, None, None],
+                          (cfg.codebook_size, g, g))
+  logits = _batched(lambda c: decode(variables, c), 256, np.ascontiguousarray(codes))
+  return logits[:, :r, :r]
+
+
+def _best_local_codes(variables, cfg: MaskTokenizerConfig, masks) -> np.ndarray:
+  """int32[N, g, g]: per cell, the code with the fewest wrong pixels (then the least BCE)."""
+  g, r = cfg.grid, cfg.mask_size // cfg.grid
+  patterns = code_patterns(variables, cfg).reshape(cfg.codebook_size, r * r)  # logits
+  on = (patterns > 0).astype(np.float32)  # [K, r*r]
+  # BCE of pattern k against a cell x: sum softplus(l) - x . l.
+  softplus = np.logaddexp(0.0, patterns).sum(-1)  # [K]
+  cells = masks.reshape(-1, g, r, g, r).transpose(0, 1, 3, 2, 4).reshape(-1, r * r)
+  cells = (cells > 0.5).astype(np.float32)  # [M, r*r], M = N*g*g
+  best = np.zeros((len(cells),), np.int64)
+  for start in range(0, len(cells), 16384):
+    x = cells[start:start + 16384]
+    wrong = x.sum(-1, keepdims=True) + on.sum(-1)[None] - 2.0 * x @ on.T  # [m, K], integers
+    bce = np.maximum(softplus[None] - x @ patterns.T, 0.0)  # [m, K]
+    best[start:start + 16384] = np.argmin(np.round(wrong) + bce / (1.0 + bce), axis=1)
+  return best.reshape(-1, g, g).astype(np.int32)
+
+
 def encode_masks(variables, cfg: MaskTokenizerConfig, masks, batch_size: int = 256,
                  log=None) -> np.ndarray:
   """Codes of `float32[N, S, S]` masks (already at mask_size). Returns `int32[N, g, g]`.
 
-  With `cfg.search_candidates` = 1 these are the nearest codes (`MaskTokenizer.encode`).
+  With a cell-local decoder (`cfg.decoder_kernel` = 1) each cell takes, of all codes, the one
+  whose decoded pixels differ least from the cell's (BCE breaks ties, then the lower index):
+  exact, and the same for equal cells. Otherwise:
+  with `cfg.search_candidates` = 1 these are the nearest codes (`MaskTokenizer.encode`).
   Otherwise encoding is a search through the decoder: starting from the nearest codes, every
   cell tries its `search_candidates` nearest codes and keeps the one whose decoded mask has the
   fewest wrong pixels in the cell's 3x3 neighbourhood (BCE breaks ties). Cells 3 apart are
@@ -485,6 +527,8 @@ def encode_masks(variables, cfg: MaskTokenizerConfig, masks, batch_size: int = 2
   if masks.ndim != 3 or masks.shape[1:] != (cfg.mask_size, cfg.mask_size):
     raise ValueError(f"encode_masks: masks must be [N, {cfg.mask_size}, {cfg.mask_size}], got "
                      f"{masks.shape}; use resize_masks(masks, {cfg.mask_size}) first")
+  if cfg.decoder_kernel == 1:
+    return _best_local_codes(variables, cfg, masks)
   candidates_fn, _, step_fn = _coding_fns(cfg)
   cands = _batched(lambda m: candidates_fn(variables, m), batch_size, masks)  # [N, g, g, C]
   codes = cands[..., 0].copy()
