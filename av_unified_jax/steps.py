@@ -127,7 +127,8 @@ def compute_loss(outputs: Mapping[str, jax.Array], batch: Batch, loss_cfg,
   contrastive = losses.contrastive_loss(
       outputs["audio_embed"], outputs["visual_embed"], sounding_segments(batch),
       loss_cfg.contrastive_temperature)
-  mil = losses.mil_bce(outputs["mil_video_probs"], batch["weak_labels"], batch["has_weak"])
+  mil = losses.mil_bce(outputs["mil_video_probs"], batch["weak_labels"], batch["has_weak"],
+                       loss_cfg.get("mil_positive_weight", 1.0))
   loss = token_loss + loss_cfg.contrastive_weight * contrastive + loss_cfg.mil_weight * mil
   event_part = jnp.zeros((), jnp.float32)
   if "event_segments" in batch and loss_cfg.get("event_weight", 0.0):

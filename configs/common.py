@@ -120,6 +120,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.loss.label_smoothing = 0.0  # Label smoothing of the token cross-entropy.
   c.loss.contrastive_weight = 0.1  # Audio-visual contrastive loss of the spatial module.
   c.loss.mil_weight = 1.0  # Multiple-instance loss on weak LLP labels.
+  c.loss.mil_positive_weight = 1.0  # Weight of the present classes in the MIL loss.
   c.loss.mil_tasks = ("avvp",)  # Tasks whose clip classes train the MIL head ("ave" adds AVE's).
   c.loss.contrastive_temperature = 0.07  # Temperature of the contrastive loss.
   c.loss.map_weight = 1.0  # Sound-source map vs the focus frame's mask, where one exists (AVS).

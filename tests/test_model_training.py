@@ -62,6 +62,8 @@ def test_mil_bce_matches_numpy_and_skips_examples_without_weak_labels():
   got = float(losses.mil_bce(probs, labels, np.array([True, False])))
   np.testing.assert_allclose(got, -(np.log(0.9) + np.log(0.8)) / 2, rtol=1e-5)
   assert float(losses.mil_bce(probs, labels, np.array([False, False]))) == 0.0
+  weighted = float(losses.mil_bce(probs, labels, np.array([True, False]), positive_weight=3.0))
+  np.testing.assert_allclose(weighted, -(3 * np.log(0.9) + np.log(0.8)) / 2, rtol=1e-5)
 
 
 def test_event_segment_bce_matches_numpy_and_rewards_probabilities_on_the_event():

@@ -96,15 +96,18 @@ def map_loss(loc_maps, focus_segment, focus_map, has_focus_map):
   return (ce * weight).sum() / jnp.maximum(weight.sum(), 1.0)
 
 
-def mil_bce(video_probs, weak_labels, has_weak):
+def mil_bce(video_probs, weak_labels, has_weak, positive_weight: float = 1.0):
   """Binary cross-entropy of the MIL video probabilities against weak labels.
 
-  Args: video_probs float32[B, C] in [0, 1]; weak_labels float32[B, C]; has_weak bool[B].
+  Args: video_probs float32[B, C] in [0, 1]; weak_labels float32[B, C]; has_weak bool[B];
+    positive_weight: weight of the present classes' terms (> 1 trades precision for recall:
+    the minimiser is w q / (w q + 1 - q) for a class present with probability q, so the
+    0.5 threshold of the AVVP protocol falls at q = 1 / (1 + w)).
   Returns: mean over examples with weak labels (float32 scalar; 0 if there are none).
   """
   p = jnp.clip(video_probs.astype(jnp.float32), 1e-6, 1.0 - 1e-6)
   y = weak_labels.astype(jnp.float32)
-  bce = -(y * jnp.log(p) + (1.0 - y) * jnp.log1p(-p)).mean(axis=-1)  # [B]
+  bce = -(positive_weight * y * jnp.log(p) + (1.0 - y) * jnp.log1p(-p)).mean(axis=-1)  # [B]
   w = has_weak.astype(jnp.float32)
   return (bce * w).sum() / jnp.maximum(w.sum(), 1.0)
 
