@@ -33,7 +33,7 @@ PAD = 0
 
 
 # What `AVUnified.decode` reads of `AVUnified.encode`'s outputs.
-DECODER_INPUTS = ("memory", "memory_mask", "cell_queries")
+DECODER_INPUTS = ("memory", "memory_mask", "cell_queries", "cell_rows")
 
 
 def decoder_memory(encoded):

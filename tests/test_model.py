@@ -161,13 +161,12 @@ def test_cell_resampling_is_a_bilinear_resize(grid):
 
 
 def test_cell_queries_reach_only_mask_task_examples():
-  """Odd rows carry the <avs> prompt: their cell queries are nonzero and changing the cell
-  projection changes their logits; the even rows' logits do not move at all."""
+  """Odd rows carry the <avs> prompt: changing the cell projection changes their logits, and
+  the even rows' logits do not move at all."""
   params, batch = H.params(), H.batch()
   encoded = H.MODEL.apply({"params": params}, batch, method=models.AVUnified.encode)
-  norms = np.linalg.norm(np.asarray(encoded["cell_queries"]), axis=(1, 2))  # [B]
   assert encoded["cell_queries"].shape == (H.B, H.CFG.mask_grid ** 2, H.CFG.embed_dim)
-  assert np.all(norms[0::2] == 0) and np.all(norms[1::2] > 0)
+  np.testing.assert_array_equal(np.asarray(encoded["cell_rows"]), np.arange(H.B) % 2 == 1)
   rng = np.random.default_rng(1)  # Random, not constant: LayerNorm removes a constant shift.
   moved = dict(params, cell_proj=jax.tree.map(
       lambda x: x + rng.normal(size=x.shape).astype(np.float32), params["cell_proj"]))
@@ -180,6 +179,19 @@ def test_cell_queries_reach_only_mask_task_examples():
   plain = models.AVUnified(off).apply(
       {"params": {k: v for k, v in params.items() if not k.startswith("cell_")}}, batch)
   np.testing.assert_allclose(np.asarray(plain["logits"])[0::2], before[0::2], atol=1e-5)
+
+
+def test_mask_cells_read_their_query_not_the_previous_token():
+  """In <avs> rows the inputs at cell positions 1 .. G*G-1 (the targets before the last cell)
+  are not read: changing them moves no logit of those rows; other rows change."""
+  params, batch = H.params(), H.batch()
+  q = H.CFG.mask_grid ** 2
+  changed = dict(batch, target_tokens=batch["target_tokens"].copy())
+  changed["target_tokens"][:, :q - 1] = (changed["target_tokens"][:, :q - 1] + 5) % H.V
+  before = np.asarray(H.forward(params, batch)["logits"])
+  after = np.asarray(H.forward(params, changed)["logits"])
+  np.testing.assert_array_equal(after[1::2], before[1::2])
+  assert np.abs(after[0::2] - before[0::2]).max() > 1e-3
 
 
 def test_outputs_ignore_padded_prompt_tokens_and_segments():

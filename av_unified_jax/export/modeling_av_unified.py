@@ -385,13 +385,15 @@ class Decoder(nn.Module):
     self.blocks = nn.ModuleList(DecoderBlock(cfg) for _ in range(cfg.decoder_layers))
     self.ln_out = layer_norm(cfg)
 
-  def forward(self, x, memory, memory_mask, start: int = 0, caches=None, queries=None):
+  def forward(self, x, memory, memory_mask, start: int = 0, caches=None, queries=None,
+              query_rows=None):
     """x [B, L, D] (embedded tokens at positions start..start+L) -> [B, L, D]; `queries`
-    [B, Q, D] (optional) are added at positions 0 .. Q-1."""
-    x = x + self.pos_embed[start:start + x.shape[1]][None]
+    [B, Q, D] (optional) replace the embeddings at positions 0 .. Q-1 of `query_rows`."""
     if queries is not None and start < queries.shape[1]:
       q = queries[:, start:start + x.shape[1]]
-      x = torch.cat([x[:, :q.shape[1]] + q, x[:, q.shape[1]:]], dim=1)
+      head = torch.where(query_rows[:, None, None], q.to(x.dtype), x[:, :q.shape[1]])
+      x = torch.cat([head, x[:, q.shape[1]:]], dim=1)
+    x = x + self.pos_embed[start:start + x.shape[1]][None]
     for i, block in enumerate(self.blocks):
       x = block(x, memory, memory_mask, start, None if caches is None else caches[i])
     return self.ln_out(x)
@@ -697,30 +699,29 @@ class AVUnified(nn.Module):
     extra = {}
     if self.cfg.mask_task_token >= 0:
       extra["cell_queries"] = self.cell_queries(
-          patches[rows, focus_idx], sp["maps"][rows, focus_idx], tokens, (h // p, w // p))
+          patches[rows, focus_idx], sp["maps"][rows, focus_idx], (h // p, w // p))
+      extra["cell_rows"] = tokens[:, 0] == self.cfg.mask_task_token
     return {"memory": memory, "memory_mask": memory_mask, **extra,
             "loc_maps": sp["maps"].reshape(b, t, h // p, w // p),
             "mil_frame_probs": frame_probs, "mil_video_probs": video_probs,
             "audio_embed": sp["audio_embed"], "visual_embed": sp["visual_embed"],
             "scale_weights": scale_weights}
 
-  def cell_queries(self, focus_patches, focus_map, prompt_tokens, patch_grid):
-    """The mask cells' queries [B, G*G, D] (zero unless the prompt starts with the mask
-    task's token): the focus frame's patches [B, N, D] and map [B, N] resampled to G x G."""
+  def cell_queries(self, focus_patches, focus_map, patch_grid):
+    """The mask cells' queries [B, G*G, D]: the focus frame's patches [B, N, D] and map
+    [B, N] resampled to G x G (read in place of the previous token by the <avs> rows)."""
     cfg = self.cfg
     n = focus_map.shape[-1]
     log_map = torch.log(focus_map.float() * n + 1e-6)[..., None].to(focus_patches.dtype)
     x = self.cell_proj(self.cell_norm(focus_patches)) + self.cell_map_proj(log_map)
     resample = torch.from_numpy(cell_resampling(patch_grid, cfg.mask_grid)).to(x.dtype)
-    x = torch.einsum("gn,bnd->bgd", resample, x)
-    gate = (prompt_tokens[:, 0] == cfg.mask_task_token).to(x.dtype)
-    return x * gate[:, None, None]
+    return torch.einsum("gn,bnd->bgd", resample, x)
 
   def decode(self, tokens, encoded, start: int = 0, caches=None):
     """Decoder tokens int[B, L] (<bos> first) + `encode`'s dict -> logits float32[B, L, V]."""
     x = self.embed(_tensor(tokens).long())
     h = self.decoder(x, encoded["memory"], encoded["memory_mask"], start, caches,
-                     encoded.get("cell_queries"))
+                     encoded.get("cell_queries"), encoded.get("cell_rows"))
     return self.embed.attend(h)
 
   def forward(self, batch):
@@ -731,7 +732,7 @@ class AVUnified(nn.Module):
     bos = torch.full_like(targets[:, :1], self.cfg.bos_id)
     logits = self.decode(torch.cat([bos, targets[:, :-1]], dim=1), enc)
     return {"logits": logits, **{k: v for k, v in enc.items()
-                                 if not k.startswith("memory") and k != "cell_queries"}}
+                                 if not k.startswith("memory") and not k.startswith("cell_")}}
 
   @torch.no_grad()
   def generate(self, batch, task, max_len: int | None = None):

@@ -62,7 +62,7 @@ class AVUnified(nn.Module):
     inputs = decoder_lib.shift_right(batch["target_tokens"], self.cfg.bos_id)
     logits = self.decode(inputs, memory, train=train)
     outputs = {k: v for k, v in memory.items()
-               if k not in ("memory", "memory_mask", "cell_queries")}
+               if k not in ("memory", "memory_mask", "cell_queries", "cell_rows")}
     return {"logits": logits, **outputs}
 
   def encode(self, batch: Mapping[str, jax.Array], train: bool = False):
@@ -93,16 +93,20 @@ class AVUnified(nn.Module):
     extra = {}
     if self.cfg.mask_task_token >= 0:
       extra["cell_queries"] = self.cell_queries(patches, spatial_out["maps"], focus_segment,
-                                                prompt_tokens, (h // p, w // p))
+                                                (h // p, w // p))
+      extra["cell_rows"] = prompt_tokens[:, 0] == self.cfg.mask_task_token  # bool[B]
     return {"memory": memory, "memory_mask": memory_mask, **extra, "loc_maps": loc_maps,
             "mil_frame_probs": frame_probs, "mil_video_probs": video_probs,
             "audio_embed": spatial_out["audio_embed"],
             "visual_embed": spatial_out["visual_embed"], "scale_weights": scale_weights}
 
-  def cell_queries(self, patches, maps, focus_segment, prompt_tokens, patch_grid):
-    """The mask cells' queries [B, G*G, D] (zero unless the prompt starts with the mask
-    task's token): the focus frame's patch features and map value, bilinearly resampled from
-    the patch grid to the mask grid G x G, projected to D."""
+  def cell_queries(self, patches, maps, focus_segment, patch_grid):
+    """The mask cells' queries [B, G*G, D]: the focus frame's patch features and map value,
+    bilinearly resampled from the patch grid to the mask grid G x G, projected to D. In the
+    rows whose prompt starts with the mask task's token (`cell_rows`), decoder position k
+    reads query k instead of the previous token: the cells are predicted from what the frame
+    shows there, not from the codes before them (fed its own codes, a decoder that learned
+    to continue the true ones never left the background)."""
     cfg = self.cfg
     idx = focus_segment.astype(jnp.int32)
     p = jnp.take_along_axis(patches, idx[:, None, None, None], axis=1)[:, 0]  # [B, N, D]
@@ -112,8 +116,7 @@ class AVUnified(nn.Module):
     log_map = jnp.log(m.astype(jnp.float32) * n + 1e-6)[..., None].astype(p.dtype)  # [B,N,1]
     x = self.cell_proj(self.cell_norm(p)) + self.cell_map_proj(log_map)  # [B, N, D]
     x = jnp.einsum("gn,bnd->bgd", resample, x)  # [B, G*G, D]
-    gate = (prompt_tokens[:, 0] == cfg.mask_task_token).astype(x.dtype)  # [B]
-    return nn.with_logical_constraint(x * gate[:, None, None], layers.ACT)
+    return nn.with_logical_constraint(x, layers.ACT)
 
   def decode(self, decoder_tokens, memory: Mapping[str, jax.Array], train: bool = False,
              decode: bool = False):
@@ -123,7 +126,7 @@ class AVUnified(nn.Module):
     earlier calls (see `decoder.Decoder`)."""
     x = self.embed(decoder_tokens)
     h = self.decoder(x, memory["memory"], memory["memory_mask"], train=train, decode=decode,
-                     queries=memory.get("cell_queries"))
+                     queries=memory.get("cell_queries"), query_rows=memory.get("cell_rows"))
     return self.embed.attend(h)
 
 
