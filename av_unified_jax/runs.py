@@ -47,8 +47,11 @@ def eval_dir(workdir: str | Path, step: int) -> Path:
 # ----------------------------------------------------------------------------- model and state
 def build_model(config, vocab_size: int, num_classes: int):
   """`models.AVUnified` for `config.model` with the data's vocabulary and class count."""
+  overrides = {}
+  if config.model.get("mask_task_token") is None:  # The layout's <avs>: AVS gets cell queries.
+    overrides["mask_task_token"] = tokens.VocabLayout().task_token("avs")
   cfg = models.model_config_from(config.model, vocab_size=vocab_size,
-                                 num_mil_classes=num_classes)
+                                 num_mil_classes=num_classes, **overrides)
   return models.AVUnified(cfg)
 
 

@@ -8,7 +8,7 @@ Loss (per optimizer step, see `compute_loss`), with u_k = loss_weight of task k:
   token_k = sum_{b in k, t} w_bt * ce_bt / sum_{b in k, t} w_bt     (task k's mean per token)
   token = sum_k u_k * token_k / sum_k u_k            (over the tasks present in the batch)
   total = token + loss.contrastive_weight * contrastive + loss.mil_weight * mil
-          + loss.map_weight * map
+          + loss.map_weight * map + loss.event_weight * event
 where `ce` is the (label-smoothed) token cross-entropy and `w` the target weights built by the
 input pipeline. Each task's tokens are averaged apart, so a task's share of the loss is its
 weight, not its sequence length (AVS targets are 65 tokens, AVQA's two). The contrastive loss
@@ -16,6 +16,8 @@ aligns `audio_embed` with `visual_embed` over the valid segments that hold sound
 digital silence, a flat log-mel, has no source to match), and the MIL loss is the binary cross-entropy of `mil_video_probs` against the weak
 labels of the examples that have them (`has_weak`), and the map loss is the cross-entropy of
 the focus segment's sound-source map against the annotated mask (`focus_map`, AVS examples).
+The event loss trains the MIL head's frame probabilities on the seconds of AVE's events
+(`event_segments`, `losses.event_segment_bce`).
 """
 
 from __future__ import annotations
@@ -125,8 +127,15 @@ def compute_loss(outputs: Mapping[str, jax.Array], batch: Batch, loss_cfg,
   contrastive = losses.contrastive_loss(
       outputs["audio_embed"], outputs["visual_embed"], sounding_segments(batch),
       loss_cfg.contrastive_temperature)
-  mil = losses.mil_bce(outputs["mil_video_probs"], batch["weak_labels"], batch["has_weak"])
+  mil = losses.mil_bce(outputs["mil_video_probs"], batch["weak_labels"], batch["has_weak"],
+                       loss_cfg.get("mil_positive_weight", 1.0))
   loss = token_loss + loss_cfg.contrastive_weight * contrastive + loss_cfg.mil_weight * mil
+  event_part = jnp.zeros((), jnp.float32)
+  if "event_segments" in batch and loss_cfg.get("event_weight", 0.0):
+    event_part = losses.event_segment_bce(
+        outputs["mil_frame_probs"], batch["weak_labels"], batch["event_segments"],
+        batch["has_event_segments"], batch["segment_mask"])
+    loss = loss + loss_cfg.event_weight * event_part
   map_part = jnp.zeros((), jnp.float32)
   if "focus_map" in batch and "loc_maps" in outputs:
     map_part = losses.map_loss(outputs["loc_maps"], batch["focus_segment"], batch["focus_map"],
@@ -139,6 +148,7 @@ def compute_loss(outputs: Mapping[str, jax.Array], batch: Batch, loss_cfg,
       "contrastive": contrastive,
       "mil": mil,
       "map": map_part,
+      "event": event_part,
       "target_tokens": jnp.sum(task_count),
       "examples": jnp.asarray(batch["task_id"].shape[0], jnp.float32),
   }
@@ -221,7 +231,8 @@ def make_train_step(model, tx: optax.GradientTransformation, schedule: optax.Sch
     zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
     ((loss, metrics), grads), _ = jax.lax.scan(body, zeros, (jnp.arange(accum), micro))
     metrics = dict(metrics, contrastive=metrics["contrastive"] / accum,
-                   mil=metrics["mil"] / accum, map=metrics["map"] / accum)
+                   mil=metrics["mil"] / accum, map=metrics["map"] / accum,
+                   event=metrics["event"] / accum)
     return (loss, metrics), grads
 
   def train_step(state: TrainState, batch: Batch, rng: jax.Array):
@@ -259,7 +270,7 @@ def host_scalars(metrics: Mapping[str, Any], prefix: str = "train") -> dict[str,
   Per-task losses `<prefix>/loss/<task>` are reported only for tasks present in the batch.
   """
   out = {f"{prefix}/loss": float(metrics["loss"])}
-  for name in ("token_loss", "contrastive", "mil", "map", "grad_norm", "lr"):
+  for name in ("token_loss", "contrastive", "mil", "map", "event", "grad_norm", "lr"):
     if name in metrics:
       out[f"{prefix}/{name}"] = float(metrics[name])
   for i, task in enumerate(TASKS):

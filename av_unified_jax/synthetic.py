@@ -73,7 +73,8 @@ def make_batch(spec: SyntheticSpec, seed: int, index: int) -> dict[str, np.ndarr
     frames uint8[B, T, H, W, 3], log_mel float32[B, T, F, M], segment_mask bool[B, T],
     prompt_tokens int32[B, Lp], target_tokens int32[B, Lt], target_weights float32[B, Lt],
     task_id int32[B], weak_labels float32[B, C], has_weak bool[B], focus_segment int32[B],
-    focus_map float32[B, G, G], has_focus_map bool[B] (the AVS rows).
+    focus_map float32[B, G, G], has_focus_map bool[B] (the AVS rows), event_segments
+    float32[B, T] (the first half of the valid segments), has_event_segments bool[B] (AVE).
   """
   s = spec
   rng = np.random.default_rng((seed, index))
@@ -102,4 +103,6 @@ def make_batch(spec: SyntheticSpec, seed: int, index: int) -> dict[str, np.ndarr
       "focus_segment": rng.integers(0, num_valid, size=b).astype(np.int32),
       "focus_map": rng.random((b, MAP_GRID, MAP_GRID), dtype=np.float32) ** 4,
       "has_focus_map": task_id == 4,
+      "event_segments": (np.arange(t)[None, :] < num_valid[:, None] // 2).astype(np.float32),
+      "has_event_segments": task_id == 0,
   }

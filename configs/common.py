@@ -118,10 +118,13 @@ def base_config() -> ml_collections.ConfigDict:
   c.loss.label_smoothing = 0.0  # Label smoothing of the token cross-entropy.
   c.loss.contrastive_weight = 0.1  # Audio-visual contrastive loss of the spatial module.
   c.loss.mil_weight = 1.0  # Multiple-instance loss on weak LLP labels.
+  c.loss.mil_positive_weight = 1.0  # Weight of the present classes in the MIL loss.
   c.loss.mil_tasks = ("avvp",)  # Tasks whose clip classes train the MIL head ("ave" adds AVE's).
   c.loss.contrastive_temperature = 0.07  # Temperature of the contrastive loss.
   c.loss.map_weight = 1.0  # Sound-source map vs the focus frame's mask, where one exists (AVS).
   c.loss.avs_background_weight = 1.0  # Weight of AVS target tokens of the background code.
+  # MIL frame probabilities vs the seconds of AVE's events (needs "ave" in mil_tasks).
+  c.loss.event_weight = 0.0
 
   # Optimizer and schedule.
   c.optim = ml_collections.ConfigDict()
@@ -181,6 +184,8 @@ def _model_fields(m: ml_collections.ConfigDict) -> None:
   m.fusion_layers = p(int)  # Fusion encoder blocks.
   m.decoder_layers = p(int)  # Decoder blocks.
   m.max_decode_len = p(int)  # Largest decoder length and KV-cache rows.
+  m.mask_task_token = p(int)  # Task token of the cell queries (None: <avs>; -1: none).
+  m.mask_grid = p(int)  # Side of the AVS mask-code grid the cell queries cover.
   m.use_temporal_multiscale = p(bool)  # Ablation switch: multi-scale temporal perception.
   m.use_spatial_guidance = p(bool)  # Ablation switch: audio-guided spatial perception.
   m.use_task_prompts = p(bool)  # Ablation switch: task prompts in the memory and scale mix.

@@ -47,6 +47,7 @@ def get_config(arg=None):
   c.loss.avs_background_weight = 0.3
   c.loss.map_weight = 2.0
   c.loss.mil_tasks = ("avvp", "ave")
+  c.loss.event_weight = 1.0
   c.optim.warmup_steps = 30
   c.optim.learning_rate = 1e-3
   c.lock()

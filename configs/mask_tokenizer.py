@@ -32,6 +32,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.encoder = "conv"  # "conv" (convolutional, sees neighbours) or "patch" (per-cell MLP).
   c.model.patch_hidden = 256  # Hidden width of the "patch" encoder.
   c.model.num_res_blocks = 2  # Residual blocks at grid resolution (encoder and decoder each).
+  c.model.decoder_kernel = 3  # Decoder conv side: 3 sees neighbouring cells, 1 is cell-local.
   c.model.commitment_weight = 0.25  # Commitment loss weight (beta).
   c.model.dice_weight = 1.0  # Soft-dice weight beside pixel BCE.
   c.model.ema_decay = 0.99  # Codebook EMA decay.
@@ -99,6 +100,13 @@ def get_config(arg=None):
     c.log_every_steps = 200
     c.model.channels = (16, 32, 64)
     c.model.num_res_blocks = 0
+    # A cell-local decoder: each cell's code is the best of all codes for that cell's pixels
+    # alone, so equal cells get equal codes and the AVS targets are predictable from what
+    # the model sees at the cell (with the 3x3 decoder, cells next to an object took a dozen
+    # look-alike codes, and the AVS token loss stayed near 4 nats for the whole run).
+    # Held-out mIoU 0.834 at 64 px, 0.794 at 112 px (the 3x3 decoder with the code search:
+    # 0.896 and 0.839), 55 CPU-s of training; encoding 1,440 masks takes seconds.
+    c.model.decoder_kernel = 1
     c.model.code_dim = 4  # Unit codes on a 3-sphere: 512 codes cover it densely.
     c.model.ema_decay = 0.95
     c.model.restart_usage = 0.2

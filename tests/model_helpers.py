@@ -21,13 +21,18 @@ def tokenizer():
 
 B, T, IMG, LP, LT, C = 8, 4, 32, 6, 7, 5
 V = tokenizer().layout.vocab_size
-CFG = models.ModelConfig(vocab_size=V, num_mil_classes=C)
+AVS_TOKEN = tokenizer().layout.task_token("avs")
+CFG = models.ModelConfig(vocab_size=V, num_mil_classes=C, mask_task_token=AVS_TOKEN,
+                         mask_grid=tokenizer().mask_grid[0])
 MODEL = models.AVUnified(CFG)
 
 
 def batch(cfg=CFG, b=B, t=T, lt=LT):
-  """A fresh random batch (numpy); example 0 has a padded segment and prompt padding."""
-  return models.example_batch(cfg, b, t, IMG, LP, lt)
+  """A fresh random batch (numpy); example 0 has a padded segment and prompt padding, odd
+  examples an <avs> prompt."""
+  out = models.example_batch(cfg, b, t, IMG, LP, lt)
+  out["prompt_tokens"][1::2, 0] = AVS_TOKEN  # Odd rows are AVS prompts: cell queries on.
+  return out
 
 
 def init_key(seed: int = 0):

@@ -26,7 +26,7 @@ def grammars():
 
 def memory_of(model, params, batch):
   out = model.apply({"params": params}, batch, method=models.AVUnified.encode)
-  return {"memory": out["memory"], "memory_mask": out["memory_mask"]}
+  return decoding.decoder_memory(out)
 
 
 @functools.partial(jax.jit, static_argnums=0)

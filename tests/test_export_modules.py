@@ -237,6 +237,18 @@ def test_mask_tokenizer_encode_and_decode():
   np.testing.assert_array_equal(np.asarray(jax_codes), torch_codes.numpy())
 
 
+def test_cell_local_mask_decoder():
+  cfg = mt.MaskTokenizerConfig(**{**MASK_CFG.to_dict(), "decoder_kernel": 1})
+  module = mt.MaskTokenizer(cfg)
+  variables = random_params(jax.eval_shape(lambda: mt.init_variables(cfg, jax.random.key(3))), 2)
+  torch_module = load(tm.MaskTokenizer(cfg.to_dict()), variables, "MaskTokenizer")
+  codes = RNG.integers(0, cfg.codebook_size, (3, 4, 4)).astype(np.int32)
+  jax_logits = module.apply(variables, codes, method=mt.MaskTokenizer.decode)
+  with torch.no_grad():
+    torch_logits = torch_module.decode(torch.tensor(codes))
+  close(np.asarray(jax_logits), torch_logits.numpy())
+
+
 def test_training_only_variables_are_dropped_explicitly():
   abstract = jax.eval_shape(lambda: mt.init_variables(MASK_CFG, jax.random.key(3)))
   weights = mapping.convert(random_params(abstract), "MaskTokenizer")

@@ -234,6 +234,34 @@ def test_code_search_never_decodes_worse_than_the_nearest_codes(tiny_variables):
       mt.decoded_ious(tiny_variables, searched_cfg, searched, masks), atol=0)
 
 
+def test_cell_local_decoder_decodes_each_cell_from_its_code_and_encodes_exactly():
+  cfg = mt.MaskTokenizerConfig(**{**TINY.to_dict(), "decoder_kernel": 1})
+  variables = mt.init_variables(cfg, jax.random.key(1))
+  decode = jax.jit(functools.partial(mt.MaskTokenizer(cfg).apply, method="decode"))
+  rng = np.random.default_rng(0)
+  codes = rng.integers(0, cfg.codebook_size, (2, 4, 4)).astype(np.int32)
+  changed = codes.copy()
+  changed[:, 1, 2] = (changed[:, 1, 2] + 1) % cfg.codebook_size
+  diff = np.asarray(decode(variables, changed)) != np.asarray(decode(variables, codes))
+  r = cfg.mask_size // cfg.grid
+  assert diff[:, r:2 * r, 2 * r:3 * r].any()
+  diff[:, r:2 * r, 2 * r:3 * r] = False
+  assert not diff.any()  # Only the changed cell's pixels moved.
+  # Encoding: every cell gets a code that no other code beats on that cell's pixels.
+  masks = mt.resize_masks(mtt.synthetic_masks(6, 32, seed=4), 32)
+  best = mt.encode_masks(variables, cfg, masks)
+  patterns = mt.code_patterns(variables, cfg) > 0  # [K, r, r]
+  cells = (masks > 0.5).reshape(6, 4, r, 4, r).transpose(0, 1, 3, 2, 4)  # [N, g, g, r, r]
+  wrong = (cells[..., None, :, :] != patterns).sum(axis=(-2, -1))  # [N, g, g, K]
+  chosen = np.take_along_axis(wrong, best[..., None], -1)[..., 0]
+  np.testing.assert_array_equal(chosen, wrong.min(-1))
+  # Equal cells get equal codes: every empty cell has the same one.
+  empty = ~cells.any(axis=(-2, -1))
+  assert empty.any() and len(np.unique(best[empty])) == 1
+  with pytest.raises(ValueError, match="decoder_kernel"):
+    mt.MaskTokenizerConfig(decoder_kernel=2)
+
+
 def test_code_search_settings_are_checked():
   with pytest.raises(ValueError, match="search_candidates"):
     mt.MaskTokenizerConfig(**{**TINY.to_dict(), "search_candidates": 0})

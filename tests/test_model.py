@@ -145,8 +145,53 @@ def test_full_model_outputs_match_the_contract():
   np.testing.assert_allclose(np.asarray(out["mil_frame_probs"][0, T - 1]), 0.0)  # padded
   assert np.ptp(np.asarray(out["logits"])) > 0.1  # not a constant output
   assert set(H.params()) == {"embed", "audio_encoder", "visual_encoder", "prompt_encoder",
-                             "temporal", "spatial", "mil_head", "fusion", "decoder"}
+                             "temporal", "spatial", "mil_head", "fusion", "decoder",
+                             "cell_norm", "cell_proj", "cell_map_proj"}
   assert all(x.dtype == F32 for x in jax.tree.leaves(H.params()))
+
+
+@pytest.mark.parametrize("grid", [(6, 6), (4, 3)])
+def test_cell_resampling_is_a_bilinear_resize(grid):
+  x = np.random.default_rng(0).normal(size=(1, *grid, 3)).astype(np.float32)
+  weights = models.cell_resampling(grid, 8)  # [64, h*w]
+  ours = np.einsum("gn,bnd->bgd", weights, x.reshape(1, -1, 3)).reshape(1, 8, 8, 3)
+  reference = jax.image.resize(x, (1, 8, 8, 3), "bilinear")
+  np.testing.assert_allclose(ours, np.asarray(reference), atol=1e-5)
+  np.testing.assert_allclose(weights.sum(1), 1.0, atol=1e-6)
+
+
+def test_cell_queries_reach_only_mask_task_examples():
+  """Odd rows carry the <avs> prompt: changing the cell projection changes their logits, and
+  the even rows' logits do not move at all."""
+  params, batch = H.params(), H.batch()
+  encoded = H.MODEL.apply({"params": params}, batch, method=models.AVUnified.encode)
+  assert encoded["cell_queries"].shape == (H.B, H.CFG.mask_grid ** 2, H.CFG.embed_dim)
+  np.testing.assert_array_equal(np.asarray(encoded["cell_rows"]), np.arange(H.B) % 2 == 1)
+  rng = np.random.default_rng(1)  # Random, not constant: LayerNorm removes a constant shift.
+  moved = dict(params, cell_proj=jax.tree.map(
+      lambda x: x + rng.normal(size=x.shape).astype(np.float32), params["cell_proj"]))
+  before = np.asarray(H.forward(params, batch)["logits"])
+  after = np.asarray(H.forward(moved, batch)["logits"])
+  np.testing.assert_array_equal(after[0::2], before[0::2])
+  assert np.abs(after[1::2] - before[1::2]).max() > 1e-3
+  # Only positions < G*G get a query: later positions move only through self-attention.
+  off = models.ModelConfig(**{**vars(H.CFG), "mask_task_token": -1})
+  plain = models.AVUnified(off).apply(
+      {"params": {k: v for k, v in params.items() if not k.startswith("cell_")}}, batch)
+  np.testing.assert_allclose(np.asarray(plain["logits"])[0::2], before[0::2], atol=1e-5)
+
+
+def test_mask_cells_read_their_query_not_the_previous_token():
+  """In <avs> rows the inputs at cell positions 1 .. G*G-1 (the targets before the last cell)
+  are not read: changing them moves no logit of those rows; other rows change."""
+  params, batch = H.params(), H.batch()
+  q = H.CFG.mask_grid ** 2
+  changed = dict(batch, target_tokens=batch["target_tokens"].copy())
+  changed["target_tokens"][:, :q - 1] = (changed["target_tokens"][:, :q - 1] + 5) % H.V
+  before = np.asarray(H.forward(params, batch)["logits"])
+  after = np.asarray(H.forward(params, changed)["logits"])
+  np.testing.assert_array_equal(after[1::2], before[1::2])
+  assert np.abs(after[0::2] - before[0::2]).max() > 1e-3
 
 
 def test_outputs_ignore_padded_prompt_tokens_and_segments():

@@ -62,6 +62,27 @@ def test_mil_bce_matches_numpy_and_skips_examples_without_weak_labels():
   got = float(losses.mil_bce(probs, labels, np.array([True, False])))
   np.testing.assert_allclose(got, -(np.log(0.9) + np.log(0.8)) / 2, rtol=1e-5)
   assert float(losses.mil_bce(probs, labels, np.array([False, False]))) == 0.0
+  weighted = float(losses.mil_bce(probs, labels, np.array([True, False]), positive_weight=3.0))
+  np.testing.assert_allclose(weighted, -(3 * np.log(0.9) + np.log(0.8)) / 2, rtol=1e-5)
+
+
+def test_event_segment_bce_matches_numpy_and_rewards_probabilities_on_the_event():
+  # Two examples, 3 segments, 2 classes; example 0's event (class 1) covers segment 1 and its
+  # last segment is padding; example 1 has no event.
+  probs = np.full((2, 3, 2, 2), 0.5, np.float32)
+  probs[0, :, 0, 1] = [0.2, 0.9, 0.7]  # audio, class 1
+  probs[0, :, 1, 1] = [0.6, 0.8, 0.1]  # visual, class 1
+  labels = np.array([[0, 1], [1, 0]], np.float32)
+  events = np.array([[0, 1, 0], [1, 1, 1]], np.float32)
+  valid = np.array([[True, True, False], [True, True, True]])
+  has = np.array([True, False])
+  got = float(losses.event_segment_bce(probs, labels, events, has, valid))
+  want = (-np.log(1 - 0.2 * 0.6) - np.log(0.9) - np.log(0.8)) / 2
+  np.testing.assert_allclose(got, want, rtol=1e-5)
+  on_event = probs.copy()
+  on_event[0, :, :, 1] = [[0.01, 0.01], [0.99, 0.99], [0.5, 0.5]]
+  assert float(losses.event_segment_bce(on_event, labels, events, has, valid)) < got / 10
+  assert float(losses.event_segment_bce(probs, labels, events, has & False, valid)) == 0.0
 
 
 def test_map_loss_matches_numpy_and_prefers_maps_on_the_mask():

@@ -421,4 +421,9 @@ def test_ave_event_classes_in_the_llp_label_set_train_the_mil_head(data, tok):
         want[classes.index(ex["category"])] = 1.0
         seen_weak = True
       np.testing.assert_array_equal(batch["weak_labels"][row], want)
+      # The event's seconds reach the batch for the event loss (loss.event_weight).
+      seconds = np.arange(batch["event_segments"].shape[1])
+      inside = (seconds >= ex["start"]) & (seconds < ex["end"]) if shared else seconds < 0
+      assert batch["has_event_segments"][row] == shared
+      np.testing.assert_array_equal(batch["event_segments"][row], inside.astype(np.float32))
   assert seen_weak

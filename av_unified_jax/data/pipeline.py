@@ -318,7 +318,8 @@ def example_shapes(config, tokenizer, model_cfg=None) -> dict[str, tuple[tuple[i
           "task_id": ((), np.int32), "weak_labels": ((c,), np.float32),
           "has_weak": ((), np.bool_), "focus_segment": ((), np.int32),
           "focus_map": ((tasks.MAP_GRID, tasks.MAP_GRID), np.float32),
-          "has_focus_map": ((), np.bool_)}
+          "has_focus_map": ((), np.bool_), "event_segments": ((t,), np.float32),
+          "has_event_segments": ((), np.bool_)}
 
 
 def batch_spec(config, tokenizer, model_cfg=None) -> dict:

@@ -122,9 +122,11 @@ class TaskTokens:
         weights[:len(target)][np.asarray(target) == self._background] = \
             self.background_weight
     weak, has_weak = self._weak(ex)
+    span = (int(ex["start"]), int(ex["end"])) if self.task == "ave" and has_weak else (0, 0)
     return {**clip, "prompt_tokens": _pad(prompt, self.max_prompt_len),
             "target_tokens": _pad(target if target is not None else [], self.max_target_len),
-            "target_weights": weights, "weak_labels": weak, "has_weak": has_weak}
+            "target_weights": weights, "weak_labels": weak, "has_weak": has_weak,
+            "event_span": np.asarray(span, np.int32)}
 
   def _background_token(self) -> int:
     """Token id of the mask codes' background code (-1 when unknown); computed once."""
@@ -217,7 +219,7 @@ class TaskTokens:
 # The fields of a training example and of a batch (with a leading batch axis).
 MODEL_FIELDS = ("frames", "log_mel", "segment_mask", "prompt_tokens", "target_tokens",
                 "target_weights", "task_id", "weak_labels", "has_weak", "focus_segment",
-                "focus_map", "has_focus_map")
+                "focus_map", "has_focus_map", "event_segments", "has_event_segments")
 # Side of `focus_map`: the annotated mask of the focus frame as cell fractions on this grid
 # (the map loss area-averages it onto the model's patch grid).
 MAP_GRID = 16
@@ -233,7 +235,8 @@ class ModelExample:
     prompt_tokens int32[Lp], target_tokens int32[Lt], target_weights float32[Lt],
     task_id int32[], weak_labels float32[C], has_weak bool[], focus_segment int32[],
     focus_map float32[G, G] (fraction of each cell covered by the focus frame's mask, AVS;
-    zeros elsewhere), has_focus_map bool[]
+    zeros elsewhere), has_focus_map bool[], event_segments float32[T] (1 in the seconds of
+    the clip's event where its class is a MIL weak label: AVE), has_event_segments bool[]
   and with `eval_fields`: example_index int32[] (position in the split's source, see
   `ShardSource`), frame_index int32[] (AVS: the stored frame of the target mask, else -1),
   valid bool[] (False for padding examples of the last evaluation batch).
@@ -260,6 +263,9 @@ class ModelExample:
         "focus_segment": np.int32(clip["focus"]),
     }
     out["focus_map"], out["has_focus_map"] = focus_map(clip.get("mask"))
+    start, end = clip.get("event_span", (0, 0))
+    out["event_segments"] = ((np.arange(t) >= start) & (np.arange(t) < end)).astype(np.float32)
+    out["has_event_segments"] = np.bool_(end > start)
     if self.eval_fields:
       out.update(example_index=np.int32(clip["example_index"]),
                  frame_index=np.int32(clip["mask_frame"]), valid=np.bool_(True))

@@ -32,9 +32,18 @@ NEG = -1e9
 PAD = 0
 
 
+# What `AVUnified.decode` reads of `AVUnified.encode`'s outputs.
+DECODER_INPUTS = ("memory", "memory_mask", "cell_queries", "cell_rows")
+
+
+def decoder_memory(encoded):
+  """The entries of `AVUnified.encode`'s dict that the decoder reads."""
+  return {k: encoded[k] for k in DECODER_INPUTS if k in encoded}
+
+
 def _memory(model: AVUnified, params, batch):
   out = model.apply({"params": params}, batch, method=AVUnified.encode)
-  memory = {"memory": out["memory"], "memory_mask": out["memory_mask"]}
+  memory = decoder_memory(out)
   aux = {k: v for k, v in out.items() if k not in memory}
   return memory, aux
 

@@ -39,7 +39,7 @@ FORMAT = "av_unified_jax.torch_export/1"
 
 def model_config(values: dict) -> types.SimpleNamespace:
   """The model section of config.json as attributes (plus head_dim and scales)."""
-  cfg = types.SimpleNamespace(**values)
+  cfg = types.SimpleNamespace(**{"mask_task_token": -1, "mask_grid": 8, **values})
   cfg.head_dim = cfg.embed_dim // cfg.num_heads
   cfg.scales = tuple(cfg.temporal_scales) if cfg.use_temporal_multiscale else (1,)
   return cfg
@@ -385,8 +385,14 @@ class Decoder(nn.Module):
     self.blocks = nn.ModuleList(DecoderBlock(cfg) for _ in range(cfg.decoder_layers))
     self.ln_out = layer_norm(cfg)
 
-  def forward(self, x, memory, memory_mask, start: int = 0, caches=None):
-    """x [B, L, D] (embedded tokens at positions start..start+L) -> [B, L, D]."""
+  def forward(self, x, memory, memory_mask, start: int = 0, caches=None, queries=None,
+              query_rows=None):
+    """x [B, L, D] (embedded tokens at positions start..start+L) -> [B, L, D]; `queries`
+    [B, Q, D] (optional) replace the embeddings at positions 0 .. Q-1 of `query_rows`."""
+    if queries is not None and start < queries.shape[1]:
+      q = queries[:, start:start + x.shape[1]]
+      head = torch.where(query_rows[:, None, None], q.to(x.dtype), x[:, :q.shape[1]])
+      x = torch.cat([head, x[:, q.shape[1]:]], dim=1)
     x = x + self.pos_embed[start:start + x.shape[1]][None]
     for i, block in enumerate(self.blocks):
       x = block(x, memory, memory_mask, start, None if caches is None else caches[i])
@@ -422,9 +428,9 @@ class SameConv2d(nn.Conv2d):
 
 
 class ResBlock(nn.Module):
-  def __init__(self, width: int):
+  def __init__(self, width: int, kernel: int = 3):
     super().__init__()
-    self.conv1, self.conv2 = SameConv2d(width, width, 3), SameConv2d(width, width, 1)
+    self.conv1, self.conv2 = SameConv2d(width, width, kernel), SameConv2d(width, width, 1)
 
   def forward(self, x):
     return x + self.conv2(F.relu(self.conv1(F.relu(x))))
@@ -438,9 +444,9 @@ def depth_to_space(x, r: int = 2):
 
 
 class Upsample(nn.Module):
-  def __init__(self, width_in: int, width_out: int):
+  def __init__(self, width_in: int, width_out: int, kernel: int = 3):
     super().__init__()
-    self.conv = SameConv2d(width_in, 4 * width_out, 3)
+    self.conv = SameConv2d(width_in, 4 * width_out, kernel)
 
   def forward(self, x):
     return depth_to_space(self.conv(x), 2)
@@ -470,16 +476,16 @@ class MaskEncoder(nn.Module):
 class MaskDecoder(nn.Module):
   def __init__(self, mcfg):
     super().__init__()
-    widths = list(mcfg["channels"])
-    self.from_code = SameConv2d(mcfg["code_dim"], widths[-1], 3)
+    widths, k = list(mcfg["channels"]), mcfg.get("decoder_kernel", 3)
+    self.from_code = SameConv2d(mcfg["code_dim"], widths[-1], k)
     self.num_res = mcfg["num_res_blocks"]
     for i in range(self.num_res):
-      setattr(self, f"res{i}", ResBlock(widths[-1]))
+      setattr(self, f"res{i}", ResBlock(widths[-1], k))
     ups = list(reversed(widths[:-1]))
     self.num_up = len(ups)
     for i, width in enumerate(ups):
-      setattr(self, f"up{i}", Upsample(widths[-1] if i == 0 else ups[i - 1], width))
-    self.to_logits = Upsample(ups[-1] if ups else widths[-1], 1)
+      setattr(self, f"up{i}", Upsample(widths[-1] if i == 0 else ups[i - 1], width, k))
+    self.to_logits = Upsample(ups[-1] if ups else widths[-1], 1, k)
 
   def forward(self, z):
     """float[B, code_dim, g, g] -> mask logits float32[B, S, S]."""
@@ -606,6 +612,21 @@ class Grammars:
 
 
 # ----------------------------------------------------------------------------- the model
+def cell_resampling(patch_grid, grid: int) -> np.ndarray:
+  """float32[grid*grid, h*w]: bilinear weights (half-pixel centres, edges clamped) from the
+  h x w patch grid to the grid x grid mask cells, both row-major."""
+  def axis(size):
+    src = np.clip((np.arange(grid) + 0.5) * size / grid - 0.5, 0, size - 1)
+    lo = np.floor(src).astype(int)
+    hi = np.minimum(lo + 1, size - 1)
+    w = np.zeros((grid, size), np.float64)
+    np.add.at(w, (np.arange(grid), lo), 1 - (src - lo))
+    np.add.at(w, (np.arange(grid), hi), src - lo)
+    return w
+  rows, cols = axis(patch_grid[0]), axis(patch_grid[1])
+  return np.einsum("ih,jw->ijhw", rows, cols).reshape(grid * grid, -1).astype(np.float32)
+
+
 def _tensor(x):
   return x if torch.is_tensor(x) else torch.from_numpy(np.array(x))
 
@@ -625,6 +646,10 @@ class AVUnified(nn.Module):
     self.prompt_encoder = PromptEncoder(cfg) if cfg.use_task_prompts else None
     self.temporal, self.spatial = Temporal(cfg), Spatial(cfg)
     self.mil_head, self.fusion, self.decoder = MILHead(cfg), Fusion(cfg), Decoder(cfg)
+    if cfg.mask_task_token >= 0:
+      self.cell_norm = layer_norm(cfg)
+      self.cell_proj = nn.Linear(cfg.embed_dim, cfg.embed_dim)
+      self.cell_map_proj = nn.Linear(1, cfg.embed_dim)
     self.mask_tokenizer = MaskTokenizer(mask_config) if mask_config else None
     self.grammars: Grammars | None = None
     self.vocab: Vocabulary | None = None
@@ -671,16 +696,32 @@ class AVUnified(nn.Module):
                                       focus)
     _, t, h, w = batch["frames"].shape[:4]
     p = self.cfg.patch_size
-    return {"memory": memory, "memory_mask": memory_mask,
+    extra = {}
+    if self.cfg.mask_task_token >= 0:
+      extra["cell_queries"] = self.cell_queries(
+          patches[rows, focus_idx], sp["maps"][rows, focus_idx], (h // p, w // p))
+      extra["cell_rows"] = tokens[:, 0] == self.cfg.mask_task_token
+    return {"memory": memory, "memory_mask": memory_mask, **extra,
             "loc_maps": sp["maps"].reshape(b, t, h // p, w // p),
             "mil_frame_probs": frame_probs, "mil_video_probs": video_probs,
             "audio_embed": sp["audio_embed"], "visual_embed": sp["visual_embed"],
             "scale_weights": scale_weights}
 
+  def cell_queries(self, focus_patches, focus_map, patch_grid):
+    """The mask cells' queries [B, G*G, D]: the focus frame's patches [B, N, D] and map
+    [B, N] resampled to G x G (read in place of the previous token by the <avs> rows)."""
+    cfg = self.cfg
+    n = focus_map.shape[-1]
+    log_map = torch.log(focus_map.float() * n + 1e-6)[..., None].to(focus_patches.dtype)
+    x = self.cell_proj(self.cell_norm(focus_patches)) + self.cell_map_proj(log_map)
+    resample = torch.from_numpy(cell_resampling(patch_grid, cfg.mask_grid)).to(x.dtype)
+    return torch.einsum("gn,bnd->bgd", resample, x)
+
   def decode(self, tokens, encoded, start: int = 0, caches=None):
     """Decoder tokens int[B, L] (<bos> first) + `encode`'s dict -> logits float32[B, L, V]."""
     x = self.embed(_tensor(tokens).long())
-    h = self.decoder(x, encoded["memory"], encoded["memory_mask"], start, caches)
+    h = self.decoder(x, encoded["memory"], encoded["memory_mask"], start, caches,
+                     encoded.get("cell_queries"), encoded.get("cell_rows"))
     return self.embed.attend(h)
 
   def forward(self, batch):
@@ -690,7 +731,8 @@ class AVUnified(nn.Module):
     targets = _tensor(batch["target_tokens"]).long()
     bos = torch.full_like(targets[:, :1], self.cfg.bos_id)
     logits = self.decode(torch.cat([bos, targets[:, :-1]], dim=1), enc)
-    return {"logits": logits, **{k: v for k, v in enc.items() if not k.startswith("memory")}}
+    return {"logits": logits, **{k: v for k, v in enc.items()
+                                 if not k.startswith("memory") and not k.startswith("cell_")}}
 
   @torch.no_grad()
   def generate(self, batch, task, max_len: int | None = None):

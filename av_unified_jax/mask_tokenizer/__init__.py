@@ -11,16 +11,17 @@
     codes = mt.encode_masks(variables, cfg, mt.resize_masks(masks, cfg.mask_size))
 """
 
-from av_unified_jax.mask_tokenizer.coding import (CONFIG_FILE, VARIABLES_FILE, decoded_ious,
-                                                  encode_masks, load_tokenizer, mask_iou,
-                                                  reconstruction_ious, reconstruction_miou,
-                                                  resize_masks, save_tokenizer, upsample_logits)
+from av_unified_jax.mask_tokenizer.coding import (CONFIG_FILE, VARIABLES_FILE, code_patterns,
+                                                  decoded_ious, encode_masks, load_tokenizer,
+                                                  mask_iou, reconstruction_ious,
+                                                  reconstruction_miou, resize_masks,
+                                                  save_tokenizer, upsample_logits)
 from av_unified_jax.mask_tokenizer.model import (ENCODERS, VQ_COLLECTION, MaskTokenizer,
                                                  MaskTokenizerConfig, init_variables, pixel_bce,
                                                  reconstruction_losses)
 
 __all__ = ["CONFIG_FILE", "ENCODERS", "VARIABLES_FILE", "VQ_COLLECTION", "MaskTokenizer",
-           "MaskTokenizerConfig", "decoded_ious", "encode_masks", "init_variables",
-           "load_tokenizer", "mask_iou", "pixel_bce", "reconstruction_ious",
+           "MaskTokenizerConfig", "code_patterns", "decoded_ious", "encode_masks",
+           "init_variables", "load_tokenizer", "mask_iou", "pixel_bce", "reconstruction_ious",
            "reconstruction_losses", "reconstruction_miou", "resize_masks", "save_tokenizer",
            "upsample_logits"]

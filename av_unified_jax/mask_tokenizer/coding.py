@@ -140,11 +140,44 @@ def _batched(fn, batch_size: int, *arrays):
   return np.concatenate(out)
 
 
+def code_patterns(variables, cfg: MaskTokenizerConfig) -> np.ndarray:
+  """float32[K, r, r]: the logits a cell-local decoder gives each code's cell (r = S / g)."""
+  if cfg.decoder_kernel != 1:
+    raise ValueError("code_patterns needs a cell-local decoder (decoder_kernel=1)")
+  _, decode, _ = _coding_fns(cfg)
+  g, r = cfg.grid, cfg.mask_size // cfg.grid
+  codes = np.broadcast_to(np.arange(cfg.codebook_size, dtype=np.int32)[:, None, None],
+                          (cfg.codebook_size, g, g))
+  logits = _batched(lambda c: decode(variables, c), 256, np.ascontiguousarray(codes))
+  return logits[:, :r, :r]
+
+
+def _best_local_codes(variables, cfg: MaskTokenizerConfig, masks) -> np.ndarray:
+  """int32[N, g, g]: per cell, the code with the fewest wrong pixels (then the least BCE)."""
+  g, r = cfg.grid, cfg.mask_size // cfg.grid
+  patterns = code_patterns(variables, cfg).reshape(cfg.codebook_size, r * r)  # logits
+  on = (patterns > 0).astype(np.float32)  # [K, r*r]
+  # BCE of pattern k against a cell x: sum softplus(l) - x . l.
+  softplus = np.logaddexp(0.0, patterns).sum(-1)  # [K]
+  cells = masks.reshape(-1, g, r, g, r).transpose(0, 1, 3, 2, 4).reshape(-1, r * r)
+  cells = (cells > 0.5).astype(np.float32)  # [M, r*r], M = N*g*g
+  best = np.zeros((len(cells),), np.int64)
+  for start in range(0, len(cells), 16384):
+    x = cells[start:start + 16384]
+    wrong = x.sum(-1, keepdims=True) + on.sum(-1)[None] - 2.0 * x @ on.T  # [m, K], integers
+    bce = np.maximum(softplus[None] - x @ patterns.T, 0.0)  # [m, K]
+    best[start:start + 16384] = np.argmin(np.round(wrong) + bce / (1.0 + bce), axis=1)
+  return best.reshape(-1, g, g).astype(np.int32)
+
+
 def encode_masks(variables, cfg: MaskTokenizerConfig, masks, batch_size: int = 256,
                  log=None) -> np.ndarray:
   """Codes of `float32[N, S, S]` masks (already at mask_size). Returns `int32[N, g, g]`.
 
-  With `cfg.search_candidates` = 1 these are the nearest codes (`MaskTokenizer.encode`).
+  With a cell-local decoder (`cfg.decoder_kernel` = 1) each cell takes, of all codes, the one
+  whose decoded pixels differ least from the cell's (BCE breaks ties, then the lower index):
+  exact, and the same for equal cells. Otherwise:
+  with `cfg.search_candidates` = 1 these are the nearest codes (`MaskTokenizer.encode`).
   Otherwise encoding is a search through the decoder: starting from the nearest codes, every
   cell tries its `search_candidates` nearest codes and keeps the one whose decoded mask has the
   fewest wrong pixels in the cell's 3x3 neighbourhood (BCE breaks ties). Cells 3 apart are
@@ -156,6 +189,8 @@ def encode_masks(variables, cfg: MaskTokenizerConfig, masks, batch_size: int = 2
   if masks.ndim != 3 or masks.shape[1:] != (cfg.mask_size, cfg.mask_size):
     raise ValueError(f"encode_masks: masks must be [N, {cfg.mask_size}, {cfg.mask_size}], got "
                      f"{masks.shape}; use resize_masks(masks, {cfg.mask_size}) first")
+  if cfg.decoder_kernel == 1:
+    return _best_local_codes(variables, cfg, masks)
   candidates_fn, _, step_fn = _coding_fns(cfg)
   cands = _batched(lambda m: candidates_fn(variables, m), batch_size, masks)  # [N, g, g, C]
   codes = cands[..., 0].copy()

@@ -36,14 +36,17 @@ def canonical_codes(codes: np.ndarray, masks: np.ndarray, variables, cfg) -> np.
   targets that no model can predict. A cell whose 3x3-cell neighbourhood holds no
   foreground pixel takes the code of an all-empty mask, one whose neighbourhood is all
   foreground the code of an all-full mask (the decoder sees a cell's neighbours, hence the
-  neighbourhood). codes int32[N, g, g], masks float32[N, S, S] in {0, 1} -> int32[N, g, g].
+  neighbourhood; with a cell-local decoder, `decoder_kernel` = 1, the cell alone).
+  codes int32[N, g, g], masks float32[N, S, S] in {0, 1} -> int32[N, g, g].
   """
   n, g = codes.shape[0], codes.shape[1]
   size = masks.shape[-1]
   cells = masks.reshape(n, g, size // g, g, size // g).mean(axis=(2, 4))  # [N, g, g]
-  padded_max = np.pad(cells, ((0, 0), (1, 1), (1, 1)), constant_values=0.0)
-  padded_min = np.pad(cells, ((0, 0), (1, 1), (1, 1)), mode="edge")
-  windows = lambda x: np.stack([x[:, i:i + g, j:j + g] for i in range(3) for j in range(3)])
+  p = 1 if cfg.decoder_kernel > 1 else 0  # A cell-local decoder: the cell alone.
+  padded_max = np.pad(cells, ((0, 0), (p, p), (p, p)), constant_values=0.0)
+  padded_min = np.pad(cells, ((0, 0), (p, p), (p, p)), mode="edge")
+  w = 2 * p + 1
+  windows = lambda x: np.stack([x[:, i:i + g, j:j + g] for i in range(w) for j in range(w)])
   empty = windows(padded_max).max(axis=0) == 0.0  # [N, g, g]
   full = windows(padded_min).min(axis=0) == 1.0
   plain = np.stack([np.zeros((size, size), np.float32), np.ones((size, size), np.float32)])

@@ -44,6 +44,10 @@ class MaskTokenizerConfig:
   encoder: str = "conv"  # Key of ENCODERS: "conv" (sees neighbours) or "patch" (cell-local).
   patch_hidden: int = 256  # Hidden width of the "patch" encoder's per-cell MLP.
   num_res_blocks: int = 1  # Residual blocks at grid resolution, in encoder and decoder.
+  # Decoder conv kernel side: 3 sees neighbouring cells; 1 makes the decoder cell-local (a
+  # cell's pixels depend on its own code only), so `encode_masks` picks each cell's best code
+  # exactly and equal cells get equal codes.
+  decoder_kernel: int = 3
   commitment_weight: float = 0.25  # beta of the commitment loss.
   dice_weight: float = 1.0  # Weight of the soft-dice term beside the pixel BCE.
   ema_decay: float = 0.95  # Decay of the codebook EMA statistics.
@@ -61,6 +65,9 @@ class MaskTokenizerConfig:
     if self.search_candidates < 1 or self.search_candidates > self.codebook_size:
       raise ValueError(f"MaskTokenizerConfig: search_candidates={self.search_candidates} must be "
                        f"in [1, codebook_size={self.codebook_size}]")
+    if self.decoder_kernel not in (1, 3):
+      raise ValueError(f"MaskTokenizerConfig: decoder_kernel={self.decoder_kernel} must be 1 "
+                       "(cell-local) or 3")
     if self.encoder not in ENCODERS:
       raise ValueError(f"MaskTokenizerConfig: encoder={self.encoder!r} is not one of "
                        f"{sorted(ENCODERS)}")
@@ -103,10 +110,11 @@ def _conv(features, kernel, strides=1, in_name="channels", out_name="channels", 
 class ResBlock(nn.Module):
   """Pre-activation residual block: `float32[B, h, w, C] -> float32[B, h, w, C]`."""
   features: int
+  kernel: int = 3
 
   @nn.compact
   def __call__(self, x):
-    y = _conv(self.features, 3, name="conv1")(nn.relu(x))
+    y = _conv(self.features, self.kernel, name="conv1")(nn.relu(x))
     y = _conv(self.features, 1, name="conv2")(nn.relu(y))
     return x + y
 
@@ -165,10 +173,11 @@ class Upsample(nn.Module):
   """Sub-pixel upsampling (cheaper than a transposed conv on CPU): `[B,h,w,C] -> [B,2h,2w,F]`."""
   features: int
   out_name: str | None = "channels"
+  kernel: int = 3
 
   @nn.compact
   def __call__(self, x):
-    x = _conv(4 * self.features, 3, out_name=self.out_name, name="conv")(x)  # [B, h, w, 4F]
+    x = _conv(4 * self.features, self.kernel, out_name=self.out_name, name="conv")(x)
     return depth_to_space(x, 2)
 
 
@@ -178,13 +187,13 @@ class Decoder(nn.Module):
 
   @nn.compact
   def __call__(self, z):
-    widths = self.cfg.channels
-    x = _conv(widths[-1], 3, in_name="embed", name="from_code")(z)
+    widths, k = self.cfg.channels, self.cfg.decoder_kernel
+    x = _conv(widths[-1], k, in_name="embed", name="from_code")(z)
     for i in range(self.cfg.num_res_blocks):
-      x = ResBlock(widths[-1], name=f"res{i}")(x)
+      x = ResBlock(widths[-1], k, name=f"res{i}")(x)
     for i, width in enumerate(reversed(widths[:-1])):
-      x = Upsample(width, name=f"up{i}")(nn.relu(x))
-    x = Upsample(1, out_name=None, name="to_logits")(nn.relu(x))  # [B, S, S, 1]
+      x = Upsample(width, kernel=k, name=f"up{i}")(nn.relu(x))
+    x = Upsample(1, out_name=None, kernel=k, name="to_logits")(nn.relu(x))  # [B, S, S, 1]
     return x[..., 0]
 
 

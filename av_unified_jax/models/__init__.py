@@ -7,12 +7,14 @@
 
 from av_unified_jax.models import losses
 from av_unified_jax.models.config import VARIANTS, ModelConfig, model_config_from
-from av_unified_jax.models.model import AVUnified, example_batch, scan_params, unscan_params
+from av_unified_jax.models.model import (AVUnified, cell_resampling, example_batch, scan_params,
+                                         unscan_params)
 
 __all__ = [
     "AVUnified",
     "ModelConfig",
     "VARIANTS",
+    "cell_resampling",
     "example_batch",
     "losses",
     "model_config_from",

@@ -51,6 +51,11 @@ class ModelConfig:
   fusion_layers: int = 1  # Transformer blocks of the fusion encoder.
   decoder_layers: int = 2  # Decoder blocks (causal self-attention + cross-attention).
   max_decode_len: int = 128  # Decoder positions and KV-cache length: Lt at most.
+  # Cell queries: in examples whose prompt starts with `mask_task_token` (<avs>), decoder
+  # position k < mask_grid**2 (the input that predicts mask cell k, row-major) reads the focus
+  # frame's patch feature and map value at that cell instead of the previous token. -1: off.
+  mask_task_token: int = -1  # Task token id of the mask task (set from the token layout).
+  mask_grid: int = 8  # Side of the AVS mask-code grid (the tokenizer's mask_grid).
 
   # The three paper components, each switchable off for ablations.
   use_temporal_multiscale: bool = True  # False: a single scale of 1 s, no task-aware mix.

@@ -51,7 +51,11 @@ class Decoder(nn.Module):
   cfg: ModelConfig
 
   @nn.compact
-  def __call__(self, x, memory, memory_mask, train: bool = False, decode: bool = False):
+  def __call__(self, x, memory, memory_mask, train: bool = False, decode: bool = False,
+               queries=None, query_rows=None):
+    """`queries` [B, Q, D] (optional) replace the token embeddings at positions 0 .. Q-1 of
+    the rows where `query_rows` bool[B] is True: those positions read their query, not the
+    previous token."""
     cfg = self.cfg
     length = x.shape[1]
     if decode:
@@ -66,6 +70,11 @@ class Decoder(nn.Module):
     pos = layers.embed_param(self, "pos_embed", (cfg.max_decode_len, cfg.embed_dim),
                              ("length", "embed"))
     positions = start + jnp.arange(length)  # [L]
+    if queries is not None:
+      q = queries.shape[1]
+      rows = jnp.take(queries, jnp.minimum(positions, q - 1), axis=1).astype(x.dtype)  # [B,L,D]
+      inside = (positions < q)[None, :, None] & query_rows.astype(bool)[:, None, None]
+      x = jnp.where(inside, rows, x)
     x = x + jnp.take(pos, positions, axis=0).astype(x.dtype)[None]  # [B, L, D]
     x = nn.Dropout(cfg.dropout_rate)(x, deterministic=not train)
     kwargs = (("deterministic", not train), ("decode", decode))

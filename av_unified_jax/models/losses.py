@@ -96,17 +96,42 @@ def map_loss(loc_maps, focus_segment, focus_map, has_focus_map):
   return (ce * weight).sum() / jnp.maximum(weight.sum(), 1.0)
 
 
-def mil_bce(video_probs, weak_labels, has_weak):
+def mil_bce(video_probs, weak_labels, has_weak, positive_weight: float = 1.0):
   """Binary cross-entropy of the MIL video probabilities against weak labels.
 
-  Args: video_probs float32[B, C] in [0, 1]; weak_labels float32[B, C]; has_weak bool[B].
+  Args: video_probs float32[B, C] in [0, 1]; weak_labels float32[B, C]; has_weak bool[B];
+    positive_weight: weight of the present classes' terms (> 1 trades precision for recall:
+    the minimiser is w q / (w q + 1 - q) for a class present with probability q, so the
+    0.5 threshold of the AVVP protocol falls at q = 1 / (1 + w)).
   Returns: mean over examples with weak labels (float32 scalar; 0 if there are none).
   """
   p = jnp.clip(video_probs.astype(jnp.float32), 1e-6, 1.0 - 1e-6)
   y = weak_labels.astype(jnp.float32)
-  bce = -(y * jnp.log(p) + (1.0 - y) * jnp.log1p(-p)).mean(axis=-1)  # [B]
+  bce = -(positive_weight * y * jnp.log(p) + (1.0 - y) * jnp.log1p(-p)).mean(axis=-1)  # [B]
   w = has_weak.astype(jnp.float32)
   return (bce * w).sum() / jnp.maximum(w.sum(), 1.0)
+
+
+def event_segment_bce(frame_probs, weak_labels, event_segments, has_events, segment_mask):
+  """Segment-level cross-entropy of the MIL frame probabilities where an event's seconds are
+  known (AVE: an audible and visible event of the clip's one class).
+
+  For the labelled class c (one-hot `weak_labels`), with p_a, p_v its audio and visual frame
+  probabilities: inside the event both should be 1 (-log p_a - log p_v); outside it the class
+  is not audible and visible at once (-log(1 - p_a p_v)): either may still hold alone.
+
+  Args: frame_probs float32[B, T, 2, C]; weak_labels float32[B, C]; event_segments
+    float32[B, T] (1 inside the event); has_events bool[B]; segment_mask bool[B, T].
+  Returns: mean over the valid segments of the examples with events (0 if there are none).
+  """
+  y = weak_labels.astype(jnp.float32)[:, None, None, :]  # [B, 1, 1, C]
+  p = jnp.clip((frame_probs.astype(jnp.float32) * y).sum(-1), 1e-6, 1.0 - 1e-6)  # [B, T, 2]
+  inside = event_segments.astype(jnp.float32)
+  inside_loss = -(jnp.log(p[..., 0]) + jnp.log(p[..., 1]))  # [B, T]
+  outside_loss = -jnp.log1p(-p[..., 0] * p[..., 1])  # [B, T]
+  per_segment = inside * inside_loss + (1.0 - inside) * outside_loss
+  valid = segment_mask.astype(jnp.float32) * has_events.astype(jnp.float32)[:, None]
+  return (per_segment * valid).sum() / jnp.maximum(valid.sum(), 1.0)
 
 
 def _l2_normalize(x):

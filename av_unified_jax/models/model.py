@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from av_unified_jax.models import decoder as decoder_lib
-from av_unified_jax.models import fusion, heads, spatial, temporal
+from av_unified_jax.models import fusion, heads, layers, spatial, temporal
 from av_unified_jax.models.audio_encoder import AudioEncoder
 from av_unified_jax.models.config import ModelConfig
 from av_unified_jax.models.visual_encoder import VisualEncoder
@@ -47,6 +47,10 @@ class AVUnified(nn.Module):
     self.mil_head = heads.MILHead(cfg)
     self.fusion = fusion.FusionEncoder(cfg)
     self.decoder = decoder_lib.Decoder(cfg)
+    if cfg.mask_task_token >= 0:
+      self.cell_norm = layers.layer_norm(cfg)
+      self.cell_proj = layers.dense(cfg, cfg.embed_dim, ("embed", "mlp"))
+      self.cell_map_proj = layers.dense(cfg, cfg.embed_dim, (None, "mlp"))
 
   def __call__(self, batch: Mapping[str, jax.Array], train: bool = False):
     """Returns a dict:
@@ -57,7 +61,8 @@ class AVUnified(nn.Module):
     memory = self.encode(batch, train=train)
     inputs = decoder_lib.shift_right(batch["target_tokens"], self.cfg.bos_id)
     logits = self.decode(inputs, memory, train=train)
-    outputs = {k: v for k, v in memory.items() if k not in ("memory", "memory_mask")}
+    outputs = {k: v for k, v in memory.items()
+               if k not in ("memory", "memory_mask", "cell_queries", "cell_rows")}
     return {"logits": logits, **outputs}
 
   def encode(self, batch: Mapping[str, jax.Array], train: bool = False):
@@ -85,10 +90,33 @@ class AVUnified(nn.Module):
     b, t, h, w = batch["frames"].shape[:4]
     p = self.cfg.patch_size
     loc_maps = spatial_out["maps"].reshape(b, t, h // p, w // p)  # [B, T, h, w]
-    return {"memory": memory, "memory_mask": memory_mask, "loc_maps": loc_maps,
+    extra = {}
+    if self.cfg.mask_task_token >= 0:
+      extra["cell_queries"] = self.cell_queries(patches, spatial_out["maps"], focus_segment,
+                                                (h // p, w // p))
+      extra["cell_rows"] = prompt_tokens[:, 0] == self.cfg.mask_task_token  # bool[B]
+    return {"memory": memory, "memory_mask": memory_mask, **extra, "loc_maps": loc_maps,
             "mil_frame_probs": frame_probs, "mil_video_probs": video_probs,
             "audio_embed": spatial_out["audio_embed"],
             "visual_embed": spatial_out["visual_embed"], "scale_weights": scale_weights}
+
+  def cell_queries(self, patches, maps, focus_segment, patch_grid):
+    """The mask cells' queries [B, G*G, D]: the focus frame's patch features and map value,
+    bilinearly resampled from the patch grid to the mask grid G x G, projected to D. In the
+    rows whose prompt starts with the mask task's token (`cell_rows`), decoder position k
+    reads query k instead of the previous token: the cells are predicted from what the frame
+    shows there, not from the codes before them (fed its own codes, a decoder that learned
+    to continue the true ones never left the background)."""
+    cfg = self.cfg
+    idx = focus_segment.astype(jnp.int32)
+    p = jnp.take_along_axis(patches, idx[:, None, None, None], axis=1)[:, 0]  # [B, N, D]
+    m = jnp.take_along_axis(maps, idx[:, None, None], axis=1)[:, 0]  # [B, N]
+    resample = jnp.asarray(cell_resampling(patch_grid, cfg.mask_grid), p.dtype)  # [G*G, N]
+    n = m.shape[-1]
+    log_map = jnp.log(m.astype(jnp.float32) * n + 1e-6)[..., None].astype(p.dtype)  # [B,N,1]
+    x = self.cell_proj(self.cell_norm(p)) + self.cell_map_proj(log_map)  # [B, N, D]
+    x = jnp.einsum("gn,bnd->bgd", resample, x)  # [B, G*G, D]
+    return nn.with_logical_constraint(x, layers.ACT)
 
   def decode(self, decoder_tokens, memory: Mapping[str, jax.Array], train: bool = False,
              decode: bool = False):
@@ -97,8 +125,24 @@ class AVUnified(nn.Module):
     With `decode=True` pass `mutable=["cache"]`: the tokens are appended after those of
     earlier calls (see `decoder.Decoder`)."""
     x = self.embed(decoder_tokens)
-    h = self.decoder(x, memory["memory"], memory["memory_mask"], train=train, decode=decode)
+    h = self.decoder(x, memory["memory"], memory["memory_mask"], train=train, decode=decode,
+                     queries=memory.get("cell_queries"), query_rows=memory.get("cell_rows"))
     return self.embed.attend(h)
+
+
+def cell_resampling(patch_grid: tuple[int, int], grid: int) -> np.ndarray:
+  """float32[grid*grid, h*w]: bilinear weights (half-pixel centres, edges clamped) that
+  resample an h x w patch grid to the grid x grid mask cells, both row-major."""
+  def axis(size):  # [grid, size]
+    src = np.clip((np.arange(grid) + 0.5) * size / grid - 0.5, 0, size - 1)
+    lo = np.floor(src).astype(int)
+    hi = np.minimum(lo + 1, size - 1)
+    w = np.zeros((grid, size), np.float64)
+    np.add.at(w, (np.arange(grid), lo), 1 - (src - lo))
+    np.add.at(w, (np.arange(grid), hi), src - lo)
+    return w
+  rows, cols = axis(patch_grid[0]), axis(patch_grid[1])
+  return np.einsum("ih,jw->ijhw", rows, cols).reshape(grid * grid, -1).astype(np.float32)
 
 
 def example_batch(cfg: ModelConfig, batch_size: int, num_segments: int,
