@@ -150,7 +150,8 @@ def predict(workdir: str | Path, video: str | Path, task: str, out_dir: str | Pa
   batch = model_batch(run.config, task, run.tokenizer, examples, batch_size)
   spec = eval_tasks.TASKS[task](run.tokenizer, run.config.eval, run.mask_decoder)
   runner = ModelRunner(run.model, run.tokenizer, run.config.eval.beam_size,
-                       avs_token_groups(run.config, run.tokenizer, run.mask_decoder))
+                       avs_token_groups(run.config, run.tokenizer, run.mask_decoder),
+                       float(run.config.eval.avs_foreground_threshold))
   with sharding.activate(run.mesh, run.rules):
     tokens, aux = runner(spec, run.params, to_global(batch, run.mesh, run.rules))
   n = len(examples)

@@ -145,6 +145,8 @@ def base_config() -> ml_collections.ConfigDict:
   # AVS cells: "foreground" decides object-or-not by the probability mass of the mask codes
   # that decode to foreground, then takes the likeliest code; "greedy" = plain argmax.
   c.eval.avs_decode = "foreground"
+  # AVS cells: an object where the foreground codes hold more than this share of the mass.
+  c.eval.avs_foreground_threshold = 0.5
   c.eval.avvp_source = "mil"  # AVVP scores from "mil" (the MIL head) or "decoded" (the parse).
   c.eval.ssl_source = "map"  # SSL heatmap from "map" (spatial perception) or "box" (decoded).
   c.eval.ciou_protocol = "lvs"  # cIoU binarisation: "lvs" or "ezvsl".

@@ -151,6 +151,9 @@ def test_group_argmax_picks_the_group_with_more_mass_then_its_best_token():
   groups = np.array([False, True, True, True, False])
   np.testing.assert_array_equal(np.argmax(logits, -1), [0, 0])  # Plain argmax: background.
   np.testing.assert_array_equal(decoding.group_argmax(logits, groups), [1, 0])
+  # A threshold of 0.25: the second row's foreground share (0.3) is enough too.
+  np.testing.assert_array_equal(decoding.group_argmax(logits, groups, 0.25), [1, 1])
+  np.testing.assert_array_equal(decoding.group_argmax(logits, groups, 0.65), [0, 0])
   # Without foreground tokens among the allowed ones, it is the plain argmax.
   only = np.where(groups, decoding.NEG, logits)
   np.testing.assert_array_equal(decoding.group_argmax(only, groups), np.argmax(only, -1))

@@ -72,13 +72,14 @@ def _check_len(model: AVUnified, max_len: int):
                      f"{model.cfg.max_decode_len})")
 
 
-def group_argmax(masked_logits, token_groups):
+def group_argmax(masked_logits, token_groups, threshold=0.5):
   """float32[B, V] logits (disallowed tokens at NEG), bool[V] groups -> int32[B]: the
-  likeliest token of the group (True or False tokens) with more probability mass."""
+  likeliest token of the True group where it holds more than `threshold` of the probability
+  mass, else of the False group (0.5: the group with more mass)."""
   probs = jax.nn.softmax(masked_logits, axis=-1)  # [B, V]
   in_true = token_groups[None, :]  # [1, V]
   true_mass = jnp.sum(jnp.where(in_true, probs, 0.0), axis=-1)  # [B]
-  pick_true = true_mass > 0.5  # [B]
+  pick_true = true_mass > threshold  # [B]
   keep = in_true == pick_true[:, None]  # [B, V]
   return jnp.argmax(jnp.where(keep, masked_logits, NEG), axis=-1).astype(jnp.int32)
 
@@ -86,7 +87,7 @@ def group_argmax(masked_logits, token_groups):
 @functools.partial(jax.jit, static_argnames=("model", "max_len", "cached", "return_aux"))
 def greedy_decode(model: AVUnified, params, batch, allowed, next_state, start_states,
                   max_len: int, grammar_index=None, cached: bool = True,
-                  return_aux: bool = False, token_groups=None):
+                  return_aux: bool = False, token_groups=None, group_threshold=0.5):
   """Constrained greedy decoding.
 
   Args:
@@ -98,6 +99,7 @@ def greedy_decode(model: AVUnified, params, batch, allowed, next_state, start_st
     cached: False recomputes the whole prefix every step (for tests and timing only).
     return_aux: also return the encoder's auxiliary outputs (`loc_maps`, MIL probabilities).
     token_groups: None (plain argmax) or bool[V]: pick the group first (`group_argmax`).
+    group_threshold: the True group's share of the mass above which it is picked.
   Returns: int32[B, max_len] (and the aux dict when `return_aux`).
   """
   _check_len(model, max_len)
@@ -123,7 +125,7 @@ def greedy_decode(model: AVUnified, params, batch, allowed, next_state, start_st
     if token_groups is None:
       tok = jnp.argmax(masked, axis=-1).astype(jnp.int32)  # [B]
     else:
-      tok = group_argmax(masked, jnp.asarray(token_groups, bool))
+      tok = group_argmax(masked, jnp.asarray(token_groups, bool), group_threshold)
     state = next_state[state, tok]
     buf = jax.lax.dynamic_update_slice(buf, tok[:, None], (0, t + 1))
     if cached:

@@ -108,7 +108,8 @@ class Evaluator:
 
   def __post_init__(self):
     self.runner = ModelRunner(self.model, self.tokenizer, self.config.eval.beam_size,
-                              avs_token_groups(self.config, self.tokenizer, self.mask_decoder))
+                              avs_token_groups(self.config, self.tokenizer, self.mask_decoder),
+                              float(self.config.eval.avs_foreground_threshold))
 
   def tasks(self) -> list[str]:
     return pipeline.active_tasks(self.config)

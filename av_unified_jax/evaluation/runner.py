@@ -32,10 +32,13 @@ class ModelRunner:
   `batch` holds global `jax.Array`s (or numpy arrays on one host) with the model's fields.
   """
 
-  def __init__(self, model: AVUnified, tokenizer, beam_size: int = 1, token_groups=None):
+  def __init__(self, model: AVUnified, tokenizer, beam_size: int = 1, token_groups=None,
+               group_threshold: float = 0.5):
     """`token_groups` bool[V] or None: greedy decoding picks a group first
-    (`decoding.group_argmax`; AVS: `MaskDecoder.foreground_tokens`)."""
+    (`decoding.group_argmax`; AVS: `MaskDecoder.foreground_tokens`), the True group where it
+    holds more than `group_threshold` of the mass."""
     self.model, self.tokenizer, self.beam_size = model, tokenizer, int(beam_size)
+    self.group_threshold = float(group_threshold)
     self.token_groups = None if token_groups is None else jnp.asarray(token_groups, bool)
     grammars = tokenizer.grammars()
     self.stack = tokens.stack_grammars(grammars)
@@ -78,7 +81,8 @@ class ModelRunner:
       aux = self._encode(params, batch) if keys else {}
     else:
       out, aux = decoding.greedy_decode(*args, grammar_index=index, return_aux=True,
-                                        token_groups=self.token_groups)
+                                        token_groups=self.token_groups,
+                                        group_threshold=self.group_threshold)
       aux = {k: aux[k] for k in keys}
     return _to_host(out), _to_host(aux)
 
