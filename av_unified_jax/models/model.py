@@ -50,7 +50,7 @@ class AVUnified(nn.Module):
     if cfg.mask_task_token >= 0:
       self.cell_norm = layers.layer_norm(cfg)
       self.cell_proj = layers.dense(cfg, cfg.embed_dim, ("embed", "mlp"))
-      self.cell_map_proj = layers.dense(cfg, cfg.embed_dim, (None, "mlp"))
+      self.cell_map_proj = layers.dense(cfg, cfg.embed_dim, ("channels", "mlp"))
 
   def __call__(self, batch: Mapping[str, jax.Array], train: bool = False):
     """Returns a dict:
