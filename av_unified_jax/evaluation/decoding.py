@@ -26,14 +26,10 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from av_unified_jax.models.model import AVUnified
+from av_unified_jax.models.model import DECODER_INPUTS, AVUnified
 
 NEG = -1e9
 PAD = 0
-
-
-# What `AVUnified.decode` reads of `AVUnified.encode`'s outputs.
-DECODER_INPUTS = ("memory", "memory_mask", "cell_queries", "cell_rows")
 
 
 def decoder_memory(encoded):

@@ -55,15 +55,22 @@ class NoPrompt(nn.Module):
 PROMPTS = {True: PromptEncoder, False: NoPrompt}
 
 
+def focus_rows(patches, maps, focus_segment):
+  """The focus segment's patch tokens and map: patches [B, T, N, D], maps float32[B, T, N],
+  focus_segment int32[B] -> ([B, N, D], [B, N])."""
+  idx = focus_segment.astype(jnp.int32)
+  p = jnp.take_along_axis(patches, idx[:, None, None, None], axis=1)[:, 0]  # [B, N, D]
+  m = jnp.take_along_axis(maps, idx[:, None, None], axis=1)[:, 0]  # [B, N]
+  return p, m
+
+
 def select_focus(patches, maps, focus_segment):
   """The focus segment's patch tokens weighted by its map.
 
   patches [B, T, N, D], maps float32[B, T, N], focus_segment int32[B] -> [B, N, D]; the
   weights are N * m (a uniform map leaves the patches unchanged).
   """
-  idx = focus_segment.astype(jnp.int32)
-  p = jnp.take_along_axis(patches, idx[:, None, None, None], axis=1)[:, 0]  # [B, N, D]
-  m = jnp.take_along_axis(maps, idx[:, None, None], axis=1)[:, 0]  # [B, N]
+  p, m = focus_rows(patches, maps, focus_segment)
   return p * (m * m.shape[-1]).astype(p.dtype)[..., None]
 
 

@@ -23,6 +23,8 @@ from av_unified_jax.models.config import ModelConfig
 from av_unified_jax.models.visual_encoder import VisualEncoder
 
 # Batch fields the model reads (others are ignored); `focus_segment` defaults to segment 0.
+# What `AVUnified.decode` reads of `AVUnified.encode`'s outputs (the rest are auxiliary).
+DECODER_INPUTS = ("memory", "memory_mask", "cell_queries", "cell_rows")
 INPUT_FIELDS = ("frames", "log_mel", "segment_mask", "prompt_tokens", "target_tokens")
 
 
@@ -61,8 +63,7 @@ class AVUnified(nn.Module):
     memory = self.encode(batch, train=train)
     inputs = decoder_lib.shift_right(batch["target_tokens"], self.cfg.bos_id)
     logits = self.decode(inputs, memory, train=train)
-    outputs = {k: v for k, v in memory.items()
-               if k not in ("memory", "memory_mask", "cell_queries", "cell_rows")}
+    outputs = {k: v for k, v in memory.items() if k not in DECODER_INPUTS}
     return {"logits": logits, **outputs}
 
   def encode(self, batch: Mapping[str, jax.Array], train: bool = False):
@@ -108,9 +109,7 @@ class AVUnified(nn.Module):
     shows there, not from the codes before them (fed its own codes, a decoder that learned
     to continue the true ones never left the background)."""
     cfg = self.cfg
-    idx = focus_segment.astype(jnp.int32)
-    p = jnp.take_along_axis(patches, idx[:, None, None, None], axis=1)[:, 0]  # [B, N, D]
-    m = jnp.take_along_axis(maps, idx[:, None, None], axis=1)[:, 0]  # [B, N]
+    p, m = fusion.focus_rows(patches, maps, focus_segment)  # [B, N, D], [B, N]
     resample = jnp.asarray(cell_resampling(patch_grid, cfg.mask_grid), p.dtype)  # [G*G, N]
     n = m.shape[-1]
     log_map = jnp.log(m.astype(jnp.float32) * n + 1e-6)[..., None].astype(p.dtype)  # [B,N,1]
