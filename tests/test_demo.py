@@ -1,6 +1,7 @@
 """Demo dataset: raw trees, ground truth, split contract and asset pack (tiny builds, a few
 seconds each)."""
 
+import collections
 import csv
 import io
 import json
@@ -14,6 +15,7 @@ import soundfile as sf
 from PIL import Image
 
 from data_prep import demo
+from data_prep.demo import avqa as demo_avqa
 from data_prep.demo import compose as dc
 from data_prep.demo.assets import ASSETS_DIR, EXCERPT_MIN_S, SAMPLE_RATE, load_pack, raw_split
 
@@ -280,6 +282,14 @@ def test_avqa_answers_agree_with_metadata(built):
       qids.append(row["question_id"])
   assert len(types) >= 8
   assert sorted(qids) == list(range(len(qids)))  # unique across both raw trees
+  for clip in metas["music_avqa"]:  # Training videos ask up to three of a type, others one.
+    per_type = collections.Counter(tuple(q["type"]) for q in clip["questions"])
+    asked = [(q["question_content"], tuple(q["templ_values"])) for q in clip["questions"]]
+    assert len(set(asked)) == len(asked), clip["id"]
+    limit = demo_avqa.TRAIN_QUESTIONS_PER_TYPE if clip["split"] == "train" else 1
+    assert max(per_type.values()) <= limit, (clip["split"], per_type)
+  train = [c for c in metas["music_avqa"] if c["split"] == "train"]
+  assert max(len(c["questions"]) for c in train) > 9  # more than one of some type
   stored = [q["question_id"] for c in metas["music_avqa"] for q in c["questions"]]
   assert sorted(stored) == sorted(qids)
 
@@ -351,6 +361,7 @@ def test_default_split_sizes():
     assert list(counts) == list(layout.splits)
     if name == "music_avqa":  # ~8 questions per video: >= 150 test, ~90+ test_novel.
       assert counts["test"] >= 25 and counts["test_novel"] >= 15
+      assert counts["train"] >= 200  # Each with up to 27 questions.
     else:
       assert counts["test"] >= 100 and counts["test_novel"] >= 60
       assert counts["train"] >= 200

@@ -28,6 +28,8 @@ NUMBERS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight
            "ten")
 ORDINALS = ("first", "second", "third")
 MARGIN_DB = 3.0  # Loudness comparisons are asked only when the levels differ by this much.
+# Training videos ask up to this many distinct questions of each type (val and test one).
+TRAIN_QUESTIONS_PER_TYPE = 3
 TYPES = (("Audio", "Counting"), ("Audio", "Comparative"), ("Visual", "Counting"),
          ("Visual", "Location"), ("Audio-Visual", "Existential"), ("Audio-Visual", "Counting"),
          ("Audio-Visual", "Location"), ("Audio-Visual", "Comparative"),
@@ -170,22 +172,27 @@ GENERATORS = (_audio_counting, _audio_comparative, _visual_counting, _visual_loc
               _av_existential, _av_counting, _av_location, _av_comparative, _av_temporal)
 
 
-def make_questions(rng: np.random.Generator, meta: dict, classes: list[str]) -> list[dict]:
-  """One question per type whose premise holds. Yes/no and open questions are drawn equally
-  often where a type has both, and yes and no equally often."""
+def make_questions(rng: np.random.Generator, meta: dict, classes: list[str],
+                   per_type: int = 1) -> list[dict]:
+  """Up to `per_type` questions of each type whose premise holds (distinct ones). Each is
+  drawn as follows: yes/no and open questions equally often where a type has both, and yes
+  and no equally often."""
   f = facts(meta, classes)
   out = []
   for gen in GENERATORS:
     cands = gen(f, rng)
-    if not cands:
-      continue
-    closed = [q for q in cands if q["anser"] in ("yes", "no")]
-    if closed and (len(closed) == len(cands) or rng.random() < 0.5):
-      want = "yes" if rng.random() < 0.5 else "no"
-      preferred = [q for q in closed if q["anser"] == want] or closed
-    else:
-      preferred = [q for q in cands if q not in closed]
-    out.append(preferred[int(rng.integers(len(preferred)))])
+    for _ in range(per_type):
+      if not cands:
+        break
+      closed = [q for q in cands if q["anser"] in ("yes", "no")]
+      if closed and (len(closed) == len(cands) or rng.random() < 0.5):
+        want = "yes" if rng.random() < 0.5 else "no"
+        preferred = [q for q in closed if q["anser"] == want] or closed
+      else:
+        preferred = [q for q in cands if q not in closed]
+      pick = preferred[int(rng.integers(len(preferred)))]
+      out.append(pick)
+      cands = [q for q in cands if q is not pick]
   return out
 
 
@@ -208,7 +215,8 @@ def make_clip(ctx, rng: np.random.Generator, split: str, clip_id: str) -> dict:
     scene.add_source(classes[-1], dc.random_span(rng, AVQA_T, 2, 6), float(rng.uniform(-6, 0)))
   rendered = scene.finish()
   meta = base_meta(clip_id, split, scene, rendered)
-  meta["questions"] = make_questions(rng, meta, ctx.pack.classes)
+  per_type = TRAIN_QUESTIONS_PER_TYPE if split == "train" else 1
+  meta["questions"] = make_questions(rng, meta, ctx.pack.classes, per_type)
   dm.write_mp4(ctx.raw_dir / "MUSIC-AVQA-videos-Real" / f"{clip_id}.mp4", rendered.frames,
                rendered.audio)
   return meta

@@ -19,8 +19,10 @@ Writes
                                 listed in dataset_info.json and report.json)
   DIR/preview.png               a contact sheet: a train, test and test_novel clip per layout
 
-Splits (`--*_clips` are clips per layout; MUSIC-AVQA makes a quarter as many videos, each with
-up to nine questions; VGG-SS has train and test only, as the benchmark):
+Splits (`--*_clips` are clips per layout; MUSIC-AVQA makes as many training videos, a quarter
+as many val and half as many test and test_novel videos (`Layout.split_per_clip`), training
+videos with up to three questions per type, the others one; VGG-SS has train and test only,
+as the benchmark):
   train       the pack's `train` stamps (recordings and cut-outs), training excerpts of long
               recordings and the training half of every background photo;
   val, test   the same `train` stamps in scenes training never saw: new spans, timings,
@@ -61,8 +63,8 @@ NOVEL_RAW = "raw_novel"  # DIR/raw_novel/<root>: the test_novel clips, as a `tes
 
 @dataclasses.dataclass(frozen=True)
 class Sizes:
-  """Clips per layout and split. MUSIC-AVQA makes `per_clip` (a quarter) as many videos, each
-  with up to nine questions; VGG-SS has no val split."""
+  """Clips per layout and split (MUSIC-AVQA scales them by `Layout.split_per_clip`); VGG-SS
+  has no val split."""
   train: int = 240
   val: int = 20
   test: int = 100
@@ -88,6 +90,8 @@ class Layout:
   write_annotations: Callable
   raw_splits: tuple[str, ...] = ("train", "val", "test")  # The benchmark's splits.
   per_clip: float = 1.0  # Clips of this layout per requested clip.
+  # Split -> its own `per_clip` (splits not named use `per_clip`).
+  split_per_clip: tuple[tuple[str, float], ...] = ()
   id_digits: bool = False  # Ids are 8-digit numbers (MUSIC-AVQA) instead of YouTube-like.
   question_ids: bool = False  # write_annotations numbers questions (MUSIC-AVQA).
 
@@ -101,7 +105,9 @@ LAYOUTS = {
     "ave": Layout("ave", demo_layouts.ave_make_clip, demo_layouts.ave_write_annotations),
     "llp": Layout("llp", demo_layouts.llp_make_clip, demo_layouts.llp_write_annotations),
     "music_avqa": Layout("music_avqa", demo_avqa.make_clip, demo_avqa.write_annotations,
-                         per_clip=1 / 4, id_digits=True, question_ids=True),
+                         per_clip=1 / 4, split_per_clip=(("train", 1.0), ("test", 1 / 2),
+                                                         ("test_novel", 1 / 2)),
+                         id_digits=True, question_ids=True),
     "vggss": Layout("vggss", demo_layouts.vggss_make_clip, demo_layouts.vggss_write_annotations,
                     raw_splits=("train", "test")),
     "avsbench_s4": Layout("avsbench", demo_avsbench.s4_make_clip,
@@ -113,7 +119,9 @@ LAYOUTS = {
 
 def split_counts(layout: Layout, sizes: Sizes) -> list[tuple[str, int]]:
   """Clips per split of a layout (at least one in each of its splits)."""
-  return [(s, max(1, math.ceil(sizes.of(s) * layout.per_clip))) for s in layout.splits]
+  share = dict(layout.split_per_clip)
+  return [(s, max(1, math.ceil(sizes.of(s) * share.get(s, layout.per_clip))))
+          for s in layout.splits]
 
 
 _WORKER = {}  # Per-process pack and settings, set once by `_init_worker`.
