@@ -188,6 +188,7 @@ def _model_fields(m: ml_collections.ConfigDict) -> None:
   m.max_decode_len = p(int)  # Largest decoder length and KV-cache rows.
   m.mask_task_token = p(int)  # Task token of the cell queries (None: <avs>; -1: none).
   m.mask_grid = p(int)  # Side of the AVS mask-code grid the cell queries cover.
+  m.focus_map_embed = p(bool)  # Focus patches + embedded log-map instead of map-scaled.
   m.use_temporal_multiscale = p(bool)  # Ablation switch: multi-scale temporal perception.
   m.use_spatial_guidance = p(bool)  # Ablation switch: audio-guided spatial perception.
   m.use_task_prompts = p(bool)  # Ablation switch: task prompts in the memory and scale mix.

@@ -306,3 +306,21 @@ def test_whole_model_scanned_converts_like_per_layer():
   assert sorted(from_scanned) == sorted(from_looped)
   for name, value in from_looped.items():
     np.testing.assert_array_equal(from_scanned[name], value, err_msg=name)
+
+
+@pytest.mark.parametrize("focus_map_embed", [False, True])
+def test_whole_model_logits_match(focus_map_embed):
+  """The full model's logits and maps agree, with the focus map scaling the patches or
+  embedded beside them (model.focus_map_embed)."""
+  cfg = dataclasses.replace(CFG, focus_map_embed=focus_map_embed)
+  batch = models.example_batch(cfg, B, T, 16, 4, 3)
+  batch["focus_segment"] = np.asarray([1, 3], np.int32)
+  module = models.AVUnified(cfg)
+  params = init_params(module, batch)
+  assert ("focus_map_proj" in params) == focus_map_embed
+  jax_out = module.apply({"params": params}, batch)
+  torch_model = load(tm.AVUnified(vars(torch_cfg(cfg))), {"model": params}, "Export")
+  with torch.no_grad():
+    out = torch_model({k: torch.tensor(v) for k, v in batch.items()})
+  close(np.asarray(jax_out["logits"]), out["logits"].numpy(), atol=1e-4)
+  close(np.asarray(jax_out["loc_maps"]), out["loc_maps"].numpy())

@@ -98,7 +98,9 @@ TABLE: dict[str, tuple[tuple[str, str | None, str], ...]] = {
                   ("decoder", "decoder", "Decoder"),
                   # Cell queries (absent when model.mask_task_token is -1).
                   ("cell_norm", "cell_norm", _LN), ("cell_proj", "cell_proj", "Dense"),
-                  ("cell_map_proj", "cell_map_proj", "Dense")),
+                  ("cell_map_proj", "cell_map_proj", "Dense"),
+                  # The focus map's embedding (absent unless model.focus_map_embed).
+                  ("focus_map_proj", "focus_map_proj", "Dense")),
     # Mask tokenizer (mask_tokenizer/model.py): variables {"params": ..., "vq": ...}.
     "ResBlock": (("conv1", "conv1", "Conv"), ("conv2", "conv2", "Conv")),
     "Upsample": (("conv", "conv", "Conv"),),

@@ -39,7 +39,8 @@ FORMAT = "av_unified_jax.torch_export/1"
 
 def model_config(values: dict) -> types.SimpleNamespace:
   """The model section of config.json as attributes (plus head_dim and scales)."""
-  cfg = types.SimpleNamespace(**{"mask_task_token": -1, "mask_grid": 8, **values})
+  cfg = types.SimpleNamespace(**{"mask_task_token": -1, "mask_grid": 8,
+                                 "focus_map_embed": False, **values})
   cfg.head_dim = cfg.embed_dim // cfg.num_heads
   cfg.scales = tuple(cfg.temporal_scales) if cfg.use_temporal_multiscale else (1,)
   return cfg
@@ -612,6 +613,11 @@ class Grammars:
 
 
 # ----------------------------------------------------------------------------- the model
+def log_map(m, dtype):
+  """log(N * m) [B, N, 1] of sound-source maps m [B, N]."""
+  return torch.log(m.float() * m.shape[-1] + 1e-6)[..., None].to(dtype)
+
+
 def cell_resampling(patch_grid, grid: int) -> np.ndarray:
   """float32[grid*grid, h*w]: bilinear weights (half-pixel centres, edges clamped) from the
   h x w patch grid to the grid x grid mask cells, both row-major."""
@@ -650,6 +656,8 @@ class AVUnified(nn.Module):
       self.cell_norm = layer_norm(cfg)
       self.cell_proj = nn.Linear(cfg.embed_dim, cfg.embed_dim)
       self.cell_map_proj = nn.Linear(1, cfg.embed_dim)
+    if cfg.focus_map_embed:
+      self.focus_map_proj = nn.Linear(1, cfg.embed_dim)
     self.mask_tokenizer = MaskTokenizer(mask_config) if mask_config else None
     self.grammars: Grammars | None = None
     self.vocab: Vocabulary | None = None
@@ -690,16 +698,18 @@ class AVUnified(nn.Module):
     frame_probs, video_probs = self.mil_head(a_shared, v_shared, segment_mask)
     focus_idx = batch.get("focus_segment", torch.zeros(b, dtype=torch.long)).long()
     rows = torch.arange(b)
-    n = patches.shape[2]
-    focus = patches[rows, focus_idx] * (sp["maps"][rows, focus_idx] * n).to(a.dtype)[..., None]
+    focus_patches, focus_map = patches[rows, focus_idx], sp["maps"][rows, focus_idx]
+    if self.cfg.focus_map_embed:
+      focus = focus_patches + self.focus_map_proj(log_map(focus_map, focus_patches.dtype))
+    else:
+      focus = focus_patches * (focus_map * focus_map.shape[-1]).to(a.dtype)[..., None]
     memory, memory_mask = self.fusion(prompt, prompt_mask, a, v, sp["guided"], segment_mask,
                                       focus)
     _, t, h, w = batch["frames"].shape[:4]
     p = self.cfg.patch_size
     extra = {}
     if self.cfg.mask_task_token >= 0:
-      extra["cell_queries"] = self.cell_queries(
-          patches[rows, focus_idx], sp["maps"][rows, focus_idx], (h // p, w // p))
+      extra["cell_queries"] = self.cell_queries(focus_patches, focus_map, (h // p, w // p))
       extra["cell_rows"] = tokens[:, 0] == self.cfg.mask_task_token
     return {"memory": memory, "memory_mask": memory_mask, **extra,
             "loc_maps": sp["maps"].reshape(b, t, h // p, w // p),
@@ -711,9 +721,8 @@ class AVUnified(nn.Module):
     """The mask cells' queries [B, G*G, D]: the focus frame's patches [B, N, D] and map
     [B, N] resampled to G x G (read in place of the previous token by the <avs> rows)."""
     cfg = self.cfg
-    n = focus_map.shape[-1]
-    log_map = torch.log(focus_map.float() * n + 1e-6)[..., None].to(focus_patches.dtype)
-    x = self.cell_proj(self.cell_norm(focus_patches)) + self.cell_map_proj(log_map)
+    x = self.cell_proj(self.cell_norm(focus_patches)) + \
+        self.cell_map_proj(log_map(focus_map, focus_patches.dtype))
     resample = torch.from_numpy(cell_resampling(patch_grid, cfg.mask_grid)).to(x.dtype)
     return torch.einsum("gn,bnd->bgd", resample, x)
 

@@ -56,6 +56,10 @@ class ModelConfig:
   # frame's patch feature and map value at that cell instead of the previous token. -1: off.
   mask_task_token: int = -1  # Task token id of the mask task (set from the token layout).
   mask_grid: int = 8  # Side of the AVS mask-code grid (the tokenizer's mask_grid).
+  # How the focus frame's sound-source map enters the fusion memory: False scales each patch
+  # by N * m (a silent object's patches fade out), True adds a projection of log(N * m) to the
+  # unscaled patch (what the frame shows stays readable, e.g. for AVQA's location questions).
+  focus_map_embed: bool = False
 
   # The three paper components, each switchable off for ablations.
   use_temporal_multiscale: bool = True  # False: a single scale of 1 s, no task-aware mix.

@@ -1,6 +1,7 @@
 """Prompt encoding and the fusion encoder (docs/MODEL.md, Network 5-6).
 
-The fusion memory is one sequence `[prompt ; a'_t ; v'_t ; s_t ; map-weighted focus patches]`
+The fusion memory is one sequence `[prompt ; a'_t ; v'_t ; s_t ; focus patches]` (the focus
+frame's patches scaled by its map, or with the map embedded: `model.focus_map_embed`)
 with time embeddings on the segment tokens, position embeddings on the focus patches and a
 type embedding per part.
 `NoPrompt` is the ablation without task prompts: the prompt enters neither the memory nor the

@@ -49,6 +49,8 @@ class AVUnified(nn.Module):
     self.mil_head = heads.MILHead(cfg)
     self.fusion = fusion.FusionEncoder(cfg)
     self.decoder = decoder_lib.Decoder(cfg)
+    if cfg.focus_map_embed:
+      self.focus_map_proj = layers.dense(cfg, cfg.embed_dim, ("channels", "mlp"))
     if cfg.mask_task_token >= 0:
       self.cell_norm = layers.layer_norm(cfg)
       self.cell_proj = layers.dense(cfg, cfg.embed_dim, ("embed", "mlp"))
@@ -85,7 +87,11 @@ class AVUnified(nn.Module):
     focus_segment = batch.get("focus_segment")
     if focus_segment is None:
       focus_segment = jnp.zeros(segment_mask.shape[:1], jnp.int32)
-    focus = fusion.select_focus(patches, spatial_out["maps"], focus_segment)  # [B, N, D]
+    if self.cfg.focus_map_embed:
+      p, m = fusion.focus_rows(patches, spatial_out["maps"], focus_segment)
+      focus = p + self.focus_map_proj(log_map(m, p.dtype))  # [B, N, D]
+    else:
+      focus = fusion.select_focus(patches, spatial_out["maps"], focus_segment)  # [B, N, D]
     memory, memory_mask = self.fusion(prompt, prompt_mask, a, v, spatial_out["guided"],
                                       segment_mask, focus, train)
     b, t, h, w = batch["frames"].shape[:4]
@@ -111,9 +117,7 @@ class AVUnified(nn.Module):
     cfg = self.cfg
     p, m = fusion.focus_rows(patches, maps, focus_segment)  # [B, N, D], [B, N]
     resample = jnp.asarray(cell_resampling(patch_grid, cfg.mask_grid), p.dtype)  # [G*G, N]
-    n = m.shape[-1]
-    log_map = jnp.log(m.astype(jnp.float32) * n + 1e-6)[..., None].astype(p.dtype)  # [B,N,1]
-    x = self.cell_proj(self.cell_norm(p)) + self.cell_map_proj(log_map)  # [B, N, D]
+    x = self.cell_proj(self.cell_norm(p)) + self.cell_map_proj(log_map(m, p.dtype))  # [B,N,D]
     x = jnp.einsum("gn,bnd->bgd", resample, x)  # [B, G*G, D]
     return nn.with_logical_constraint(x, layers.ACT)
 
@@ -127,6 +131,12 @@ class AVUnified(nn.Module):
     h = self.decoder(x, memory["memory"], memory["memory_mask"], train=train, decode=decode,
                      queries=memory.get("cell_queries"), query_rows=memory.get("cell_rows"))
     return self.embed.attend(h)
+
+
+def log_map(m, dtype):
+  """log(N * m) [B, N, 1] of sound-source maps m [B, N] (0 where the map is uniform)."""
+  n = m.shape[-1]
+  return jnp.log(m.astype(jnp.float32) * n + 1e-6)[..., None].astype(dtype)
 
 
 def cell_resampling(patch_grid: tuple[int, int], grid: int) -> np.ndarray:
