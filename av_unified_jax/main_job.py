@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from av_unified_jax import evaluate, plots, runs, train
+from av_unified_jax import atomic, evaluate, plots, runs, train
 from av_unified_jax.data import decode_masks, pipeline, shards
 from av_unified_jax.evaluation import baselines
 from av_unified_jax.evaluation import intervals as intervals_lib
@@ -347,7 +347,7 @@ def report(config, workdir: Path, tables: dict[str, dict], watch: Stopwatch, log
                            "seed": intervals_lib.SEED, "unit": "video"},
              "stage_seconds": watch.stages, "wall_seconds": watch.total(),
              "steps": int(config.total_steps), "plots": [str(loss_png), str(result_png)]}
-  (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+  atomic.write_text(out / "summary.json", json.dumps(summary, indent=1) + "\n")
   log(f"\nplots: {loss_png}, {result_png}; summary: {out / 'summary.json'}")
   return rows["test"]
 

@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from av_unified_jax import metrics
+from av_unified_jax import atomic, metrics
 from av_unified_jax.data import decode_masks
 from av_unified_jax.mask_tokenizer.coding import upsample_logits
 from av_unified_jax.tokens import InvalidSequenceError
@@ -68,7 +68,7 @@ def _runs(row: np.ndarray) -> list[tuple[int, int]]:
 
 def _write_json(path: Path, value) -> None:
   path.parent.mkdir(parents=True, exist_ok=True)
-  path.write_text(json.dumps(value, indent=1, sort_keys=True) + "\n")
+  atomic.write_text(path, json.dumps(value, indent=1, sort_keys=True) + "\n")
 
 
 def _png(array_uint8: np.ndarray) -> bytes:
