@@ -105,11 +105,13 @@ class Evaluator:
   mask_decoder: MaskDecoder | None = None
   log: Callable[[str], None] = print
   mask_codes: Callable | None = None  # AVS targets in the eval batches (not needed to score).
+  check_stop: Callable[[], None] | None = None  # Before every batch; may raise to stop.
 
   def __post_init__(self):
     self.runner = ModelRunner(self.model, self.tokenizer, self.config.eval.beam_size,
                               avs_token_groups(self.config, self.tokenizer, self.mask_decoder),
-                              float(self.config.eval.avs_foreground_threshold))
+                              float(self.config.eval.avs_foreground_threshold),
+                              check_stop=self.check_stop)
 
   def tasks(self) -> list[str]:
     return pipeline.active_tasks(self.config)
