@@ -13,8 +13,8 @@ Each checkpoint step holds two items:
 Restoring takes an abstract target (`jax.ShapeDtypeStruct`s carrying the shardings wanted
 now), so a checkpoint written on one mesh restores onto another (e.g. 8 devices -> 4).
 `restore_latest` restores the newest checkpoint that restores: a corrupt one (a truncated
-file, say) is reported with its step and moved to `W/corrupt_checkpoints/<step>`, and the
-step before it is tried. An interrupted save (the process killed while writing) leaves only
+file, say) is reported with its step and the step before it is tried; once one restores, the
+corrupt ones are moved to `W/corrupt_checkpoints/<step>`. An interrupted save (the process killed while writing) leaves only
 a temporary directory, which orbax never counts as a step and removes on the next start.
 
 Preemption: `PreemptionWatcher` turns a SIGTERM into "save a checkpoint at the next step
