@@ -6,13 +6,25 @@ Each checkpoint step holds two items:
     arrays under `MIN_REPLICA_PARALLEL_BYTES` per replica are written by one replica);
   * `data`: the input iterator's state, one JSON file per process
     (`process_<i>-of-<n>.json`), so a resumed run continues with exactly the next batch.
+    The training iterators' states name a global batch (`{"next_batch": k, ...}`, the same in
+    every process's file), so a run may resume with another number of processes: a process
+    without a file of its own reads process 0's.
 
 Restoring takes an abstract target (`jax.ShapeDtypeStruct`s carrying the shardings wanted
 now), so a checkpoint written on one mesh restores onto another (e.g. 8 devices -> 4).
+`restore_latest` restores the newest checkpoint that restores: a corrupt one (a truncated
+file, say) is reported with its step and the step before it is tried; once one restores, the
+corrupt ones are moved to `W/corrupt_checkpoints/<step>`. An interrupted save (the process killed while writing) leaves only
+a temporary directory, which orbax never counts as a step and removes on the next start.
 
-A SIGTERM (preemption) is turned into "save at the next step boundary and exit 0" by
-`PreemptionWatcher`; in a multi-process run the hosts agree on that step through JAX's
-preemption sync service.
+Preemption: `PreemptionWatcher` turns a SIGTERM into "save a checkpoint at the next step
+boundary, wait until it is durable (the asynchronous save finished and committed), and exit
+with `PREEMPTED_EXIT_CODE`" (143 = 128 + SIGTERM, the code of a job ended by SIGTERM), so a
+scheduler counts the job as interrupted, not finished, and requeues it; the same command
+then resumes. A SIGTERM during an evaluation stops it before its next batch
+(`PreemptionWatcher.check` raises `Preempted`), then the same save-and-exit path runs. In a
+multi-process run the hosts agree on the step through JAX's preemption sync service, which
+acts at step boundaries only: an evaluation in progress finishes first.
 """
 
 from __future__ import annotations
@@ -21,6 +33,8 @@ import dataclasses
 import json
 import signal
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +43,13 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
+from jax.experimental import multihost_utils
 
 CHECKPOINT_DIR = "checkpoints"
+CORRUPT_DIR = "corrupt_checkpoints"  # W/corrupt_checkpoints/<step>: set aside by restore_latest.
+# Exit code of a run stopped by SIGTERM after saving: 128 + SIGTERM, as a shell reports a job
+# ended by that signal; schedulers count it as a failure to retry, not as success.
+PREEMPTED_EXIT_CODE = 128 + int(signal.SIGTERM)
 # Arrays replicated over several devices are written by all replicas in parallel only when
 # each replica's part is at least this big; small arrays come from one replica (splitting a
 # 1 kB bias 8 ways costs far more than it saves).
@@ -55,13 +74,18 @@ class DataIteratorHandler(ocp.CheckpointHandler):
 
   def restore(self, directory: epath.Path, args: DataIteratorRestore):
     path = _process_file(directory)
-    if not path.exists():
-      found = sorted(p.name for p in directory.iterdir()) if directory.exists() else []
-      raise ValueError(
-          f"no input-iterator state {path.name} in {directory} (found {found}): the checkpoint "
-          "was written by a different number of processes; resume with the same process count")
+    if not path.exists():  # Written by another number of processes.
+      path = _first_process_file(directory)
     record = json.loads(path.read_text())
-    state = record["state"].encode("utf-8") if record["kind"] == "bytes" else record["state"]
+    if record["kind"] == "bytes":
+      if path != _process_file(directory):
+        raise ValueError(
+            f"the input-iterator state in {directory} was written by another number of "
+            f"processes (found {path.name}) and is an opaque per-process state; resume with "
+            "that process count")
+      state = record["state"].encode("utf-8")
+    else:
+      state = record["state"]
     args.item.set_state(state)
     return args.item
 
@@ -78,6 +102,17 @@ class DataIteratorHandler(ocp.CheckpointHandler):
 
 def _process_file(directory: epath.Path) -> epath.Path:
   return epath.Path(directory) / f"process_{jax.process_index()}-of-{jax.process_count()}.json"
+
+
+def _first_process_file(directory: epath.Path) -> epath.Path:
+  """Process 0's state file of a checkpoint written by any number of processes."""
+  directory = epath.Path(directory)
+  found = sorted(directory.glob("process_0-of-*.json")) if directory.exists() else []
+  if not found:
+    names = sorted(p.name for p in directory.iterdir()) if directory.exists() else []
+    raise ValueError(f"no input-iterator state process_0-of-<n>.json in {directory} (found "
+                     f"{names}); the checkpoint is incomplete: resume from an earlier step")
+  return found[0]
 
 
 @ocp.args.register_with_handler(DataIteratorHandler, for_save=True)
@@ -161,6 +196,66 @@ def restore(manager: ocp.CheckpointManager, step: int, abstract_state, data_iter
   return restored["state"]
 
 
+class RestoreError(RuntimeError):
+  """Checkpoints exist but none of them restores; the message names each step's error."""
+
+
+def restore_latest(manager: ocp.CheckpointManager, abstract_state, data_iter=None,
+                   warn: Callable[[str], None] = print) -> tuple[int, Any]:
+  """Restores the newest checkpoint that restores: (its step, the state), or (0, None) when
+  there is none.
+
+  A checkpoint that fails (a truncated or missing file) is reported through `warn` with its
+  step, and the one before it is tried. Once an earlier one restores, the failed newer ones
+  are moved to `W/corrupt_checkpoints/<step>` (by process 0, every process waiting), so the
+  resumed run can save those steps again. When none restores, nothing is moved (the cause may
+  be the target, e.g. another model config) and RestoreError names every step's error.
+  """
+  failed: dict[int, str] = {}
+  for step in sorted(manager.all_steps(), reverse=True):
+    try:
+      state = restore(manager, step, abstract_state, data_iter)
+    except Exception as e:  # noqa: BLE001  A damaged file fails in orbax, tensorstore or json.
+      failed[step] = f"{type(e).__name__}: {_first_line(e)}"
+      warn(f"warning: checkpoint {step} in {manager.directory} does not restore "
+           f"({failed[step]}); trying the previous one")
+      continue
+    if failed:
+      moved = _set_aside(manager, sorted(failed))
+      warn(f"warning: resuming from checkpoint {step}; the newer checkpoint(s) "
+           f"{sorted(failed)} that did not restore were moved to {moved}")
+    return step, state
+  if failed:
+    raise RestoreError(
+        f"no checkpoint in {manager.directory} restores: "
+        + "; ".join(f"step {k}: {v}" for k, v in sorted(failed.items()))
+        + ". If the config changed, resume with the run's own config (W/config.json); if the "
+        "files are damaged, move the bad step directories away (the run resumes from the "
+        "newest remaining one, or starts over without any)")
+  return 0, None
+
+
+def _first_line(error: Exception, limit: int = 300) -> str:
+  text = str(error).strip().splitlines()
+  return (text[0] if text else "")[:limit]
+
+
+def _set_aside(manager: ocp.CheckpointManager, steps: list[int]) -> epath.Path:
+  """Moves step directories out of the manager's directory into its sibling CORRUPT_DIR."""
+  target = epath.Path(manager.directory).parent / CORRUPT_DIR
+  if jax.process_index() == 0:
+    target.mkdir(parents=True, exist_ok=True)
+    for step in steps:
+      dest = target / str(step)
+      if dest.exists():  # Set aside before: keep both.
+        dest = target / f"{step}.{time.time_ns()}"
+      (epath.Path(manager.directory) / str(step)).rename(dest)
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices("av_unified_jax: corrupt checkpoints set aside")
+  manager.reload()
+  return target
+
+
 def with_shardings(abstract_tree, shardings):
   """`ShapeDtypeStruct`s of `abstract_tree` carrying the matching leaf of `shardings`."""
   return jax.tree.map(
@@ -168,12 +263,19 @@ def with_shardings(abstract_tree, shardings):
 
 
 # ----------------------------------------------------------------------------- preemption
+class Preempted(Exception):
+  """A SIGTERM asked the run to stop; raised by `PreemptionWatcher.check` (between
+  evaluation batches)."""
+
+
 class PreemptionWatcher:
   """Tells the loop when to save and stop after a SIGTERM.
 
-  Single process: a SIGTERM handler sets a flag, `reached(step)` is True at the next step.
+  Single process: a SIGTERM handler sets a flag, `reached(step)` is True at the next step,
+  and `check()` (called before each evaluation batch) raises `Preempted`.
   Several processes: JAX's preemption sync service (started by `jax.distributed.initialize`)
-  catches the signal and picks one step at which every host's `reached(step)` is True.
+  catches the signal and picks one step at which every host's `reached(step)` is True;
+  `check()` does nothing (the hosts could not agree on a batch), so an evaluation finishes.
   """
 
   def __init__(self, manager: ocp.CheckpointManager):
@@ -191,6 +293,11 @@ class PreemptionWatcher:
     if jax.process_count() == 1:
       return self._event.is_set()
     return self._manager.reached_preemption(int(step))
+
+  def check(self) -> None:
+    """Raises `Preempted` once a SIGTERM arrived (single process; see the class docstring)."""
+    if self._event.is_set():
+      raise Preempted("SIGTERM received")
 
   def close(self) -> None:
     if self._previous is not None:

@@ -35,15 +35,16 @@ from av_unified_jax.evaluation.evaluator import INTERVALS_FILE, RESULTS_FILE, Ev
 
 def make_evaluator(ctx, log: Callable[[str], None] = print) -> Evaluator | None:
   """The evaluator of a training run (a `train.TrainContext`): its config, model and mesh,
-  the tokenizer of its data and the mask decoder in W/mask_tokenizer; None on synthetic data
-  (nothing to score)."""
+  the tokenizer of its data and the mask decoder in W/mask_tokenizer, stopping at the next
+  batch after a SIGTERM (`ctx.check_stop`); None on synthetic data (nothing to score)."""
   tokenizer = getattr(ctx.data, "tokenizer", None)
   if tokenizer is None:
     return None
   return Evaluator(ctx.config, tokenizer, ctx.model, ctx.mesh,
                    sharding.logical_rules(ctx.config),
                    runs.load_mask_decoder(ctx.workdir, tokenizer,
-                                          int(ctx.config.eval.batch_size)), log)
+                                          int(ctx.config.eval.batch_size)), log,
+                   check_stop=getattr(ctx, "check_stop", None))
 
 
 def make_evaluate_fn(ctx, log: Callable[[str], None] = print

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from av_unified_jax import evaluate, plots, runs, train
+from av_unified_jax import atomic, checkpointing, evaluate, plots, runs, train
 from av_unified_jax.data import decode_masks, pipeline, shards
 from av_unified_jax.evaluation import baselines
 from av_unified_jax.evaluation import intervals as intervals_lib
@@ -347,7 +347,7 @@ def report(config, workdir: Path, tables: dict[str, dict], watch: Stopwatch, log
                            "seed": intervals_lib.SEED, "unit": "video"},
              "stage_seconds": watch.stages, "wall_seconds": watch.total(),
              "steps": int(config.total_steps), "plots": [str(loss_png), str(result_png)]}
-  (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+  atomic.write_text(out / "summary.json", json.dumps(summary, indent=1) + "\n")
   log(f"\nplots: {loss_png}, {result_png}; summary: {out / 'summary.json'}")
   return rows["test"]
 
@@ -406,8 +406,8 @@ def run(config=None, workdir: str | Path = WORKDIR, demo_dir: str | Path = DEMO_
   watch.lap("mask tokenizer", t0)
   t0 = time.perf_counter()
   evaluator, result = train_and_evaluate(config, workdir, log)
-  if result.preempted:
-    return 0
+  if result.preempted:  # Saved; the same command resumes.
+    return checkpointing.PREEMPTED_EXIT_CODE
   watch.lap("training and evaluation", t0)
   tables = score_tables(config, workdir, demo_dir, evaluator, result.state.params, log, watch,
                         test_evaluation=result.evaluation)

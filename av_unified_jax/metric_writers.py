@@ -8,7 +8,8 @@ each host's log shows the values it computed. The loop calls the same methods on
 names such as `train/loss`, `train/loss/<task>`, `train/grad_norm`, `train/lr`,
 `train/steps_per_s`, `train/examples_per_s`. When a run resumes from step `s`, lines with
 `step > s` (written after the checkpoint by the interrupted run) are dropped first, so the file
-reads as one uninterrupted run.
+reads as one uninterrupted run; the shortened file replaces the old one atomically, as does
+`config.json` (`atomic`), so a crash at any moment leaves a whole file.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
+
+from av_unified_jax import atomic
 
 Scalars = Mapping[str, float]
 
@@ -50,7 +53,7 @@ class JsonlWriter:
           kept.append(line)
       except json.JSONDecodeError:
         continue  # A line cut short by a killed process.
-    self.path.write_text("".join(line + "\n" for line in kept))
+    atomic.write_text(self.path, "".join(line + "\n" for line in kept))
 
   def write(self, step: int, scalars: Scalars) -> None:
     record = {"step": int(step)}
@@ -150,7 +153,8 @@ class MetricWriter:
     if not self.is_primary:
       return
     as_dict = config.to_dict() if hasattr(config, "to_dict") else dict(config)
-    (self.workdir / "config.json").write_text(json.dumps(as_dict, indent=2, default=str) + "\n")
+    atomic.write_text(self.workdir / "config.json",
+                      json.dumps(as_dict, indent=2, default=str) + "\n")
 
   def progress(self, step: int) -> None:
     self._bar.update(step)

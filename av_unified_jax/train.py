@@ -2,7 +2,7 @@
 restore -> loop -> final evaluation. One flat function in sections, each calling a helper.
 
   result = train(config, workdir, make_evaluate_fn=...)  # TrainResult: step, state, evaluation
-  exit_code = train_and_evaluate(config, workdir)          # --mode=train
+  exit_code = train_and_evaluate(config, workdir)          # --mode=train: 0, or 143 when preempted
 
 Writes under the work directory W: `config.json`, `metrics.jsonl`, `tensorboard/`,
 `checkpoints/<step>/` (orbax), and whatever the evaluation hook writes (`eval/<step>/`).
@@ -48,6 +48,8 @@ class TrainContext:
   mesh: jax.sharding.Mesh
   state_shardings: Any
   data: Any
+  # Called before every evaluation batch; raises checkpointing.Preempted after a SIGTERM.
+  check_stop: Callable[[], None] | None = None
 
 
 @dataclasses.dataclass
@@ -61,9 +63,10 @@ class TrainResult:
 
 
 def train_and_evaluate(config, workdir: str | Path, **kwargs) -> int:
-  """--mode=train: `train` (same arguments); returns the exit code, 0."""
-  train(config, workdir, **kwargs)
-  return 0
+  """--mode=train: `train` (same arguments); returns the exit code: 0, or
+  `checkpointing.PREEMPTED_EXIT_CODE` (143) when a SIGTERM stopped the run after saving."""
+  result = train(config, workdir, **kwargs)
+  return checkpointing.PREEMPTED_EXIT_CODE if result.preempted else 0
 
 
 def train(config, workdir: str | Path, *,
@@ -82,7 +85,8 @@ def train(config, workdir: str | Path, *,
     model: the flax module (default: `models.AVUnified` for `config.model`).
     progress: show a progress bar (default: when stderr is a terminal).
   Raises NonFiniteLossError (after keeping the last good checkpoint) if the loss diverges.
-  A SIGTERM saves a checkpoint at the next step and returns (`preempted`).
+  A SIGTERM saves a checkpoint at the next step (or stops an evaluation before its next
+  batch and saves the step evaluated), waits until it is written and returns (`preempted`).
   """
   workdir = Path(workdir)
   is_primary = jax.process_index() == 0
@@ -119,21 +123,22 @@ def train(config, workdir: str | Path, *,
 
   # ---- Restore the latest checkpoint, or initialize.
   manager = checkpointing.make_manager(workdir, config.keep_checkpoints)
-  start_step = manager.latest_step() or 0
-  if start_step:
-    state = checkpointing.restore(manager, start_step, abstract_state, data.iterator)
-  else:
+  warnings: list[str] = []  # About checkpoints that did not restore; logged below.
+  try:
+    start_step, state = checkpointing.restore_latest(manager, abstract_state, data.iterator,
+                                                     warn=warnings.append)
+  except checkpointing.RestoreError as e:
+    raise InputError(str(e)) from None
+  if state is None:
     state = init_state(init_rng)
   writer = metric_writers.MetricWriter(
       workdir, total_steps=config.total_steps, start_step=start_step, is_primary=is_primary,
       progress=progress,
       prefix=f"[process {jax.process_index()}] " if jax.process_count() > 1 else "")
   writer.write_config(config)
+  for line in warnings:
+    writer.write_text(line)
   writer.write_text(describe_run(config, mesh, abstract_state, start_step))
-  evaluate_fn = None
-  if make_evaluate_fn is not None and config.eval_every_steps > 0:
-    evaluate_fn = make_evaluate_fn(TrainContext(config, workdir, model, mesh, state_shardings,
-                                                data))
 
   # ---- Loop.
   watcher = checkpointing.PreemptionWatcher(manager)
@@ -141,6 +146,10 @@ def train(config, workdir: str | Path, *,
   meter = ThroughputMeter(start_step, config.data.batch_size)
   step, evaluated_at, evaluation = start_step, None, None
   try:
+    evaluate_fn = None
+    if make_evaluate_fn is not None and config.eval_every_steps > 0:
+      evaluate_fn = make_evaluate_fn(TrainContext(config, workdir, model, mesh, state_shardings,
+                                                  data, check_stop=watcher.check))
     with sharding.activate(mesh, rules):
       for step in range(start_step + 1, config.total_steps + 1):
         batch = pipeline.global_batch(next(data.iterator), batch_shardings, data.batch_spec)
@@ -159,8 +168,7 @@ def train(config, workdir: str | Path, *,
         if save_now:
           checkpointing.save(manager, step, state, data.iterator)
         if preempted:
-          manager.wait_until_finished()
-          writer.write_text(f"SIGTERM: saved checkpoint {step} in {workdir}; exiting.")
+          stop_for_preemption(manager, step, state, data.iterator, pending, writer)
           return TrainResult(step, state, evaluation, preempted=True)
         if evaluate_fn and (step % config.eval_every_steps == 0 or is_last):
           evaluation = run_evaluation(evaluate_fn, state, step, writer)
@@ -170,6 +178,9 @@ def train(config, workdir: str | Path, *,
     if evaluate_fn and evaluated_at != config.total_steps:
       with sharding.activate(mesh, rules):
         evaluation = run_evaluation(evaluate_fn, state, step, writer)
+  except checkpointing.Preempted:  # A SIGTERM during an evaluation (of the state at `step`).
+    stop_for_preemption(manager, step, state, data.iterator, pending, writer)
+    return TrainResult(step, state, evaluation, preempted=True)
   except NonFiniteLossError as e:
     manager.wait_until_finished()
     raise NonFiniteLossError(f"{e}; {last_good_checkpoint(manager, workdir)}") from None
@@ -235,6 +246,18 @@ def check_periods(config) -> None:
   if int(config.eval_every_steps) < 0:
     raise InputError(f"config.eval_every_steps={config.eval_every_steps} must be >= 0 "
                      "(0: no evaluation during training)")
+
+
+def stop_for_preemption(manager, step: int, state, data_iter, pending, writer) -> None:
+  """After a SIGTERM: saves checkpoint `step` unless it is saved already, and waits until it
+  is durable (the asynchronous save finished and committed)."""
+  manager.wait_until_finished()
+  if manager.latest_step() != step:
+    check_finite(pending)  # Never checkpoint a diverged state.
+    checkpointing.save(manager, step, state, data_iter)
+    manager.wait_until_finished()
+  writer.write_text(f"SIGTERM: saved checkpoint {step} in {manager.directory}; exiting with "
+                    f"code {checkpointing.PREEMPTED_EXIT_CODE} (the same command resumes)")
 
 
 def check_finite(pending: list[tuple[int, dict]]) -> None:

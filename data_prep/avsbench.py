@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import os
 
+from av_unified_jax.data import schema
 from data_prep.common import Listing, MaskFiles, StillsMedia, Unit, bad_row, require_file
 
 CLIP_SECONDS = 5
@@ -43,6 +44,9 @@ def _s4_unit(rel: str, line: int, row: list[str], split: str) -> Unit | dict:
   name, category = row[0].strip(), row[2].strip() if len(row) > 2 else ""
   if not name or not category:
     return bad_row(rel, line, "expected name, start_time, category, ..., split", name or None)
+  problem = _name_problem(name, category)
+  if problem:
+    return bad_row(rel, line, problem, name)
   base = f"Single-source/s4_data/{{}}/{split}/{category}/{name}"
   frames = tuple(f"{base.format('visual_frames')}/{name}_{i}.png" for i in range(1, 6))
   masks = tuple(f"{base.format('gt_masks')}/{name}_{i}.png" for i in range(1, 6))
@@ -56,12 +60,25 @@ def _ms3_unit(rel: str, line: int, row: list[str], split: str) -> Unit | dict:
   name = row[0].strip()
   if not name:
     return bad_row(rel, line, "empty video name")
+  problem = _name_problem(name)
+  if problem:
+    return bad_row(rel, line, problem, name)
   root = "Multi-sources/ms3_data"
   frames = tuple(f"{root}/visual_frames/{name}/{name}.mp4_{i}.png" for i in range(1, 6))
   masks = tuple(f"{root}/gt_masks/{split}/{name}/{name}_{i}.png" for i in range(1, 6))
   return Unit(key=name, media=StillsMedia(frames, f"{root}/audio_wav/{split}/{name}.wav"),
               fields={"id": name, "video_id": name}, example_ids=(name,),
               source=f"{rel}:{line}", masks=MaskFiles(masks, (True,) * NUM_FRAMES))
+
+
+def _name_problem(name: str, category: str | None = None) -> str | None:
+  """Names become paths (the raw files read, the evaluation's `<id>_<frame>.png`): one that
+  would leave its directory is rejected."""
+  for what, value in (("video name", name), ("category", category)):
+    problem = value is not None and schema.file_name_problem(value)
+    if problem:
+      return f"{what} {problem}; ids must be plain file names"
+  return None
 
 
 def _list(raw_dir: str, split: str, dataset: str, rel: str, make_unit) -> Listing:

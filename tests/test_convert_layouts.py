@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from av_unified_jax.data import decode_frames, decode_masks, open_split, schema
-from data_prep import convert
+from data_prep import avsbench, convert
 from data_prep.common import reason_kind
 from av_unified_jax.data.params import ConvertParams
 from fixtures import convert_raw as cr
@@ -223,3 +223,33 @@ def test_dataset_info_records_parameters_and_annotation_hashes(converted):
   assert set(info["annotation_files"]) == {"Annotations.txt", "trainSet.txt", "valSet.txt",
                                            "testSet.txt"}
   assert info["splits"]["train"]["num_padded"] == 1
+
+
+def test_avsbench_ids_that_would_leave_their_directory_are_rejected(tmp_path):
+  """Video names become paths (raw files read, `W/eval/.../<id>_<frame>.png` written): a name
+  or category with a separator or `..` is reported as a bad row, never converted."""
+  s4 = tmp_path / avsbench.S4_META
+  s4.parent.mkdir(parents=True)
+  s4.write_text("name,start_time,category,split\n"
+                "good,0,dog,train\n"
+                "../../etc/x,0,dog,train\n"
+                "fine,0,../cat,train\n"
+                "..,0,dog,train\n")
+  listing = avsbench.list_s4(str(tmp_path), "train")
+  assert [u.key for u in listing.units] == ["good"]
+  reasons = {s["id"]: s["reason"] for s in listing.skipped}
+  assert sorted(reasons) == ["..", "../../etc/x", "fine"]
+  assert "video name '../../etc/x' contains '/'" in reasons["../../etc/x"]
+  assert "category '../cat' contains '/'" in reasons["fine"]
+  assert all(r.startswith(f"malformed annotation row {avsbench.S4_META}:") for r in
+             reasons.values())
+  ms3 = tmp_path / avsbench.MS3_META
+  ms3.parent.mkdir(parents=True)
+  ms3.write_text("name,split\nok3,test\na\\b,test\n")
+  listing = avsbench.list_ms3(str(tmp_path), "test")
+  assert [u.key for u in listing.units] == ["ok3"]
+  assert "contains '\\\\'" in listing.skipped[0]["reason"]
+  # Shards converted before this check: the evaluation refuses to write such a file name.
+  assert schema.file_name("ok3", "_0.png") == "ok3_0.png"
+  with pytest.raises(ValueError, match="example id '../x' contains '/'"):
+    schema.file_name("../x", ".png")

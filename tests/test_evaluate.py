@@ -11,8 +11,9 @@ import json
 import numpy as np
 import pytest
 
-from av_unified_jax import metrics, runs, sharding, tokens
+from av_unified_jax import checkpointing, metrics, runs, sharding, tokens
 from av_unified_jax.evaluation import evaluator as evaluator_lib
+from av_unified_jax.evaluation import runner as runner_lib
 from av_unified_jax.mask_tokenizer.decoder import MaskDecoder
 from av_unified_jax.data import decode_masks, shards
 from configs import tiny
@@ -163,6 +164,31 @@ def test_padding_rows_and_max_examples_do_not_leak_into_the_scores(demo, tmp_pat
   assert count == 1 and seen == [8]
   np.testing.assert_allclose(result["overall"], 1.0, atol=1e-12)
   assert len(json.loads((tmp_path / "avqa" / "predictions.json").read_text())) == 1
+
+
+def test_check_stop_ends_the_evaluation_before_the_next_batch(demo, tmp_path, monkeypatch):
+  """The model runner calls `check_stop` before every batch; when it raises (the training
+  loop's SIGTERM watcher), the evaluation stops there and writes no results."""
+  config = make_config(demo)
+  tok = full_tokenizer(demo)
+  calls = []
+
+  def check_stop():
+    calls.append(len(calls))
+    if len(calls) == 2:
+      raise checkpointing.Preempted("SIGTERM received")
+
+  model = runs.build_model(config, tok.layout.vocab_size, len(tok.label_sets["avvp"]))
+  ev = evaluator_lib.Evaluator(config, tok, model, sharding.make_mesh(config.mesh),
+                               sharding.logical_rules(config), None, log=lambda s: None,
+                               check_stop=check_stop)
+  # The decoder answers with the targets (no compilation); the runner is the real one.
+  monkeypatch.setattr(runner_lib.decoding, "greedy_decode",
+                      lambda model, params, batch, *a, **k: (batch["target_tokens"], {}))
+  with pytest.raises(checkpointing.Preempted):
+    ev.evaluate_split(None, tmp_path / "eval", tasks=["ave", "avqa"])
+  assert len(calls) == 2  # One batch ran, the second was not started.
+  assert not (tmp_path / "eval" / evaluator_lib.RESULTS_FILE).exists()
 
 
 def test_run_config_round_trip_and_clear_errors(tmp_path):

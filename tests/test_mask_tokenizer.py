@@ -188,6 +188,10 @@ def test_cli_training_raises_iou_and_saves_a_loadable_tokenizer(tmp_path):
   rc = mtt.main(["prog", "--config=configs/mask_tokenizer.py:tiny", f"--workdir={workdir}",
                  f"--masks={tmp_path / 'masks.npz'}"])
   assert rc == 0
+  # The msgpack, whose presence marks the directory complete, is the last file written.
+  newest = max((workdir / n).stat().st_mtime_ns
+               for n in ("metrics.json", "reconstructions.png", mt.CONFIG_FILE))
+  assert (workdir / mt.VARIABLES_FILE).stat().st_mtime_ns >= newest
   cfg, variables = mt.load_tokenizer(workdir)
   assert cfg == mtt.model_config(mt_config.get_config("tiny"))
   held_out = mtt.synthetic_masks(64, 32, seed=9)

@@ -1,5 +1,6 @@
 """The training and evaluation input pipeline over tiny converted datasets of every layout:
-shapes and dtypes per task, targets and weights, determinism, exact resume, per-process shards,
+shapes and dtypes per task, targets and weights, determinism, exact resume (also with another
+number of processes), each process's rows of the global batches,
 mixture proportions, evaluation batches, global arrays, label sets and errors."""
 
 import numpy as np
@@ -209,15 +210,43 @@ def test_resume_continues_exactly_and_workers_do_not_change_the_stream(data, tok
     other.set_state(state)
 
 
-def test_processes_read_disjoint_parts_of_each_split(data, tok):
+def test_processes_read_their_rows_of_one_global_stream(data, tok):
+  """Process p of n reads rows [p B/n, (p+1) B/n) of every global batch, and the global
+  batches are the same for any process count."""
   root, uids = data
-  config = make_config(root, {"ave": 1}, batch_size=4)
-  seen = []
-  for p in range(2):
-    it = pipeline.make_train_iterator(config, tok, process_index=p, process_count=2)
-    seen.append({int(u) for b in take(it, 8) for u in uid_of(b)})  # 16 rows = 2+ epochs
-  assert not seen[0] & seen[1]
-  assert seen[0] | seen[1] == set(uids[("ave", "train")])
+  config = make_config(root, {"ave": 3, "ssl": 1}, batch_size=4)
+  one = take(pipeline.make_train_iterator(config, tok, process_index=0, process_count=1), 6)
+  parts = [take(pipeline.make_train_iterator(config, tok, process_index=p, process_count=2), 6)
+           for p in range(2)]
+  for k, batch in enumerate(one):
+    for key, value in batch.items():
+      np.testing.assert_array_equal(
+          value, np.concatenate([parts[0][k][key], parts[1][k][key]]), err_msg=f"{k} {key}")
+  ave = {int(u) for b in one for u, t in zip(uid_of(b), b["task_id"]) if t == 0}
+  assert ave <= set(uids[("ave", "train")]) and len(ave) > 1
+
+
+def test_resume_with_another_process_count_continues_the_global_stream(data, tok):
+  """A state written by each of 2 processes restores in 1 process (and one of 1 in 2): the
+  next batch is the next global batch, as an uninterrupted run of either count reads it."""
+  config = make_config(data[0], {"ave": 1, "avqa": 1}, batch_size=4)
+  full = take(pipeline.make_train_iterator(config, tok, process_index=0, process_count=1), 5)
+  two = [pipeline.make_train_iterator(config, tok, process_index=p, process_count=2)
+         for p in range(2)]
+  for it in two:
+    take(it, 3)
+  states = [it.get_state() for it in two]
+  assert states[0]["next_batch"] == states[1]["next_batch"] == 3
+  assert states[0]["fingerprint"] == states[1]["fingerprint"]
+  resumed = pipeline.make_train_iterator(config, tok, process_index=0, process_count=1)
+  resumed.set_state(states[1])
+  assert_batches_equal(full[3:], take(resumed, 2))
+  back = pipeline.make_train_iterator(config, tok, process_index=1, process_count=2)
+  back.set_state(resumed.get_state())  # 1 -> 2 processes: process 1 reads its rows of batch 5.
+  sixth = take(pipeline.make_train_iterator(config, tok, process_index=0, process_count=1), 6)[5]
+  local = next(back)
+  for key, value in local.items():
+    np.testing.assert_array_equal(value, sixth[key][2:], err_msg=key)
 
 
 def test_mixture_follows_the_weights(data, tok):

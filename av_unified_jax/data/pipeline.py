@@ -9,18 +9,21 @@ jax.Arrays. Deterministic given the seed; the iterator state goes into the check
 
 Per task (config.tasks.<task>: dataset, weight > 0), the training stream is
 
-    source rows of this process (rows p, p + n, p + 2n, ... of the split)
-      -> shuffle (reshuffled every epoch) -> repeat
+    the split's rows -> shuffle (reshuffled every epoch) -> repeat
       -> SelectSegments -> RandomResizedCrop [-> RandomHorizontalFlip] [-> MelShift]
       [-> SpecAugment]
       -> TaskTokens -> ModelExample            (named transforms, each seeded; see tasks.py)
 
 and the tasks are mixed by `grain.MapDataset.mix` with the configured weights (a fixed
-interleave with exact long-run proportions), batched to the per-process batch, and read with
-`config.data.worker_count` worker processes (grain `mp_prefetch`) and `config.data.prefetch`
-batches in flight. Everything up to the batch is a random-access `MapDataset`, so batch k is a
-pure function of (config, seed, process, k): the iterator state is just {"next_batch": k}
-(plus a fingerprint of what the stream depends on), and it is the same for every worker count.
+interleave with exact long-run proportions). That stream is one for the whole run: global
+batch k is its elements [k * B, (k + 1) * B), and process p of n reads only its rows of it,
+[k * B + p * B / n, k * B + (p + 1) * B / n), which are rows [p * B / n, (p + 1) * B / n) of
+the global batch array. Batches are read with `config.data.worker_count` worker processes
+(grain `mp_prefetch`) and `config.data.prefetch` batches in flight. Everything up to the batch
+is a random-access `MapDataset`, so global batch k is a pure function of (config, seed, k),
+the same for every process count: the iterator state is just {"next_batch": k} (plus a
+fingerprint of what the stream depends on), the same for every worker count and every process,
+and a run may resume with another number of processes (it continues with global batch k).
 
 Evaluation: `make_eval_batches` reads the evaluation split once, in order, without
 augmentation, each process its own contiguous rows of every global batch, padded with
@@ -166,22 +169,20 @@ def apply_transforms(ds: grain.MapDataset, ops: list, seed: int) -> grain.MapDat
 
 
 # ----------------------------------------------------------------------------- training
-def task_stream(config, task: str, tokenizer, *, process_index: int, process_count: int,
-                mask_codes: MaskCodes | None = None, model_cfg=None) -> grain.MapDataset:
-  """Infinite MapDataset of this process's training examples of one task."""
+def task_stream(config, task: str, tokenizer, *, mask_codes: MaskCodes | None = None,
+                model_cfg=None) -> grain.MapDataset:
+  """Infinite MapDataset of the run's training examples of one task (every process alike)."""
   sources = list(open_train_sources(config, task, config.data.train_split).values())
   for part in sources:
     check_source(config, task, part, model_cfg)
   source = sources[0] if len(sources) == 1 else shards.ConcatSource(sources)
-  if len(source) < process_count:
-    raise ValueError(f"{[s.dataset_dir for s in sources]} {config.data.train_split} has "
-                     f"{len(source)} examples, fewer than the {process_count} processes "
-                     "reading it")
-  ds = grain.MapDataset.source(source)[process_index::process_count]
+  ds = grain.MapDataset.source(source)
   index = tasks.task_id(task)
   ds = ds.shuffle(seed=_seed(config.seed, index, 1)).repeat()
   ops = example_transforms(config, task, tokenizer, train=True, mask_codes=mask_codes)
-  return apply_transforms(ds, ops, _seed(config.seed, index, 2, process_index))
+  # The trailing 0 keeps the seeds of runs made when each process had a stream of its own
+  # (process 0 of 1 then), so single-process streams are unchanged.
+  return apply_transforms(ds, ops, _seed(config.seed, index, 2, 0))
 
 
 def per_process_batch_size(batch: int, process_count: int, what: str = "data.batch_size") -> int:
@@ -193,15 +194,16 @@ def per_process_batch_size(batch: int, process_count: int, what: str = "data.bat
 
 def train_batches(config, tokenizer, *, process_index: int, process_count: int,
                   mask_codes: MaskCodes | None = None, model_cfg=None) -> grain.MapDataset:
-  """Infinite MapDataset whose element k is this process's part of global batch k."""
+  """Infinite MapDataset whose element k is this process's part of global batch k (see the
+  module docstring)."""
   active = active_tasks(config)
-  streams = [task_stream(config, t, tokenizer, process_index=process_index,
-                         process_count=process_count, mask_codes=mask_codes,
-                         model_cfg=model_cfg) for t in active]
+  streams = [task_stream(config, t, tokenizer, mask_codes=mask_codes, model_cfg=model_cfg)
+             for t in active]
   weights = [float(config.tasks[t].weight) for t in active]
   mixed = streams[0] if len(streams) == 1 else grain.MapDataset.mix(streams, weights)
   local = per_process_batch_size(int(config.data.batch_size), process_count)
-  return mixed.batch(local, drop_remainder=True)
+  # Block j of `local` elements is part j % n of global batch j // n: take this process's.
+  return mixed.batch(local, drop_remainder=True)[process_index::process_count]
 
 
 def _mark_flags_parsed() -> None:
@@ -214,8 +216,10 @@ class BatchIterator:
   """Iterator of per-process numpy batches with exact, worker-count-independent resume.
 
   `get_state()` -> {"next_batch": k, "fingerprint": str} (JSON); `set_state(state)` makes the
-  next `next()` return batch k. A state from a stream with another seed, batch size, task
-  mixture, process layout or data raises ValueError naming the difference.
+  next `next()` return (this process's part of) global batch k. A state from a stream with
+  another seed, batch size, task mixture or data raises ValueError naming the difference; a
+  state of another process, or of another number of processes, is accepted (the stream is the
+  same; the `"process"` entry of `about` only records who wrote it).
   """
 
   def __init__(self, batches: grain.MapDataset, *, worker_count: int = 0, prefetch: int = 2,
@@ -223,7 +227,8 @@ class BatchIterator:
     self._batches = batches
     self._workers, self._prefetch = int(worker_count), max(1, int(prefetch))
     self._about = dict(fingerprint or {})
-    self.fingerprint = hashlib.sha256(json.dumps(self._about, sort_keys=True).encode()
+    stream = {k: v for k, v in self._about.items() if k != "process"}  # Who reads: not hashed.
+    self.fingerprint = hashlib.sha256(json.dumps(stream, sort_keys=True).encode()
                                       ).hexdigest()[:16]
     self._next = 0
     self._it: Iterator | None = None
@@ -251,13 +256,13 @@ class BatchIterator:
     return {"next_batch": self._next, "fingerprint": self.fingerprint, "about": self._about}
 
   def set_state(self, state: Mapping[str, Any]) -> None:
-    if state.get("fingerprint") != self.fingerprint:
-      theirs = state.get("about", {})
-      diff = sorted(k for k in set(theirs) | set(self._about)
-                    if theirs.get(k) != self._about.get(k))
+    theirs = dict(state.get("about", {}))
+    diff = sorted(k for k in set(theirs) | set(self._about) if k != "process"
+                  and theirs.get(k) != self._about.get(k))
+    if diff or "about" not in state and state.get("fingerprint") != self.fingerprint:
       raise ValueError(f"the saved input-iterator state belongs to another data stream "
                        f"(differs in {diff or 'fingerprint'}); resume with the same data, "
-                       "seed, batch size, task mixture and process count")
+                       "seed, batch size and task mixture")
     self.close()
     self._next = int(state["next_batch"])
 

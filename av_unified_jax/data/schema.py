@@ -176,6 +176,28 @@ ID_RULES = {
 }
 
 
+def file_name_problem(value: str) -> str | None:
+  """Why `value` (an example id, a category) cannot be a single file or directory name, or
+  None when it can. Ids become file names (evaluation writes `<id>.png`; conversion reads
+  paths built from names), so a name holding a separator or `..` would leave its directory."""
+  if value in ("", ".", ".."):
+    return f"{value!r} is not a file name"
+  seps = [c for c in ("/", "\\", "\0") if c in value]
+  if seps:
+    return f"{value!r} contains {' '.join(map(repr, seps))}, so it would leave its directory"
+  return None
+
+
+def file_name(example_id: str, suffix: str = "") -> str:
+  """`<example_id><suffix>` as a file name; raises ValueError for an id that would leave its
+  directory (see `file_name_problem`)."""
+  problem = file_name_problem(str(example_id))
+  if problem:
+    raise ValueError(f"example id {problem}: it cannot name a file; convert the dataset again "
+                     "(the converters reject such ids)")
+  return f"{example_id}{suffix}"
+
+
 def get_spec(name: str) -> DatasetSpec:
   """Returns the spec of dataset `name`, or raises naming the known datasets."""
   if name not in DATASETS:

@@ -24,7 +24,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from av_unified_jax import sharding
+from av_unified_jax import atomic, sharding
 from av_unified_jax.data import pipeline
 from av_unified_jax.evaluation import intervals as intervals_lib
 from av_unified_jax.evaluation import tasks as eval_tasks
@@ -74,9 +74,9 @@ class Evaluation:
   def write(self, out_dir: str | Path) -> None:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / RESULTS_FILE).write_text(json.dumps(self.results, indent=1, sort_keys=True)
-                                        + "\n")
-    (out_dir / INTERVALS_FILE).write_text(json.dumps(
+    atomic.write_text(out_dir / RESULTS_FILE,
+                      json.dumps(self.results, indent=1, sort_keys=True) + "\n")
+    atomic.write_text(out_dir / INTERVALS_FILE, json.dumps(
         intervals_lib.summary(self.intervals, self.videos), indent=1, sort_keys=True) + "\n")
 
 
@@ -105,11 +105,13 @@ class Evaluator:
   mask_decoder: MaskDecoder | None = None
   log: Callable[[str], None] = print
   mask_codes: Callable | None = None  # AVS targets in the eval batches (not needed to score).
+  check_stop: Callable[[], None] | None = None  # Before every batch; may raise to stop.
 
   def __post_init__(self):
     self.runner = ModelRunner(self.model, self.tokenizer, self.config.eval.beam_size,
                               avs_token_groups(self.config, self.tokenizer, self.mask_decoder),
-                              float(self.config.eval.avs_foreground_threshold))
+                              float(self.config.eval.avs_foreground_threshold),
+                              check_stop=self.check_stop)
 
   def tasks(self) -> list[str]:
     return pipeline.active_tasks(self.config)

@@ -3,11 +3,15 @@ or only the encoder's auxiliary outputs when a task needs no tokens.
 
     runner = ModelRunner(model, tokenizer, beam_size=1, token_groups=None)
     tokens, aux = runner(eval_task, params, to_global(local_batch, mesh, rules))
+
+`check_stop`, when given, is called before every batch and may raise to end the evaluation
+there (the training loop's SIGTERM watcher raises `checkpointing.Preempted`), so a signal
+stops an evaluation within a batch.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
@@ -33,11 +37,12 @@ class ModelRunner:
   """
 
   def __init__(self, model: AVUnified, tokenizer, beam_size: int = 1, token_groups=None,
-               group_threshold: float = 0.5):
+               group_threshold: float = 0.5, check_stop: Callable[[], None] | None = None):
     """`token_groups` bool[V] or None: greedy decoding picks a group first
     (`decoding.group_argmax`; AVS: `MaskDecoder.foreground_tokens`), the True group where it
-    holds more than `group_threshold` of the mass."""
+    holds more than `group_threshold` of the mass. `check_stop`: see the module docstring."""
     self.model, self.tokenizer, self.beam_size = model, tokenizer, int(beam_size)
+    self.check_stop = check_stop
     self.group_threshold = float(group_threshold)
     self.token_groups = None if token_groups is None else jnp.asarray(token_groups, bool)
     grammars = tokenizer.grammars()
@@ -68,6 +73,8 @@ class ModelRunner:
     return self._encode_fn(params, batch)
 
   def __call__(self, task: EvalTask, params, batch) -> tuple[Any, dict]:
+    if self.check_stop is not None:
+      self.check_stop()
     keys = tuple(task.aux_keys)
     if not task.decodes:
       aux = self._encode(params, batch)

@@ -39,8 +39,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from av_unified_jax import metrics
-from av_unified_jax.data import decode_masks
+from av_unified_jax import atomic, metrics
+from av_unified_jax.data import decode_masks, schema
 from av_unified_jax.mask_tokenizer.coding import upsample_logits
 from av_unified_jax.tokens import InvalidSequenceError
 
@@ -68,7 +68,7 @@ def _runs(row: np.ndarray) -> list[tuple[int, int]]:
 
 def _write_json(path: Path, value) -> None:
   path.parent.mkdir(parents=True, exist_ok=True)
-  path.write_text(json.dumps(value, indent=1, sort_keys=True) + "\n")
+  atomic.write_text(path, json.dumps(value, indent=1, sort_keys=True) + "\n")
 
 
 def _png(array_uint8: np.ndarray) -> bytes:
@@ -415,7 +415,7 @@ class SslTask(EvalTask):
       heat = o[0]["heatmap"]
       span = float(heat.max() - heat.min())
       gray = ((heat - heat.min()) / (span if span > 0 else 1.0) * 255).astype(np.uint8)
-      name = f"{g['id']}.png"
+      name = schema.file_name(g["id"], ".png")
       (out_dir / "heatmaps").mkdir(parents=True, exist_ok=True)
       (out_dir / "heatmaps" / name).write_bytes(_png(gray))
       readable[g["id"]] = {"heatmap": f"heatmaps/{name}", "box": o[0]["box"],
@@ -478,7 +478,7 @@ class AvsTask(EvalTask):
     for g, outs in zip(gts, outputs, strict=True):
       entry = {}
       for o in outs:
-        name = f"{g['id']}_{o['frame']}.png"
+        name = schema.file_name(g["id"], f"_{o['frame']}.png")
         mask = (o["logits"] > 0).astype(np.uint8) * 255  # sigmoid > 0.5
         (out_dir / "masks" / name).write_bytes(_png(mask))
         iou = metrics.avs_frame_iou(o["logits"][None], g["masks"][o["frame"]][None])[0]

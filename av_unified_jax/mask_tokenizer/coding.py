@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from av_unified_jax import atomic
 from av_unified_jax.mask_tokenizer.model import (MaskTokenizer, MaskTokenizerConfig, init_variables,
                                                  pixel_bce)
 
@@ -259,13 +260,15 @@ CONFIG_FILE = "mask_tokenizer.json"
 
 
 def save_tokenizer(directory, cfg: MaskTokenizerConfig, variables, extra: dict | None = None):
-  """Writes `<directory>/mask_tokenizer.msgpack` (variables) and `mask_tokenizer.json`."""
+  """Writes `<directory>/mask_tokenizer.json`, then `mask_tokenizer.msgpack` (variables), each
+  atomically: the msgpack is the last file, so its presence means the tokenizer is complete
+  (a caller writing more files into `directory` writes them before this)."""
   directory = Path(directory)
   directory.mkdir(parents=True, exist_ok=True)
   host = jax.tree.map(np.asarray, nn.unbox(variables))
-  (directory / VARIABLES_FILE).write_bytes(flax.serialization.msgpack_serialize(host))
   meta = {"config": cfg.to_dict(), **(extra or {})}
-  (directory / CONFIG_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
+  atomic.write_text(directory / CONFIG_FILE, json.dumps(meta, indent=2, sort_keys=True))
+  atomic.write_bytes(directory / VARIABLES_FILE, flax.serialization.msgpack_serialize(host))
 
 
 def load_tokenizer(directory) -> tuple[MaskTokenizerConfig, dict]:

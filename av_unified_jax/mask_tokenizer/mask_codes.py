@@ -12,6 +12,7 @@ The table is a plain object holding numpy arrays, so grain worker processes can 
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
@@ -21,6 +22,7 @@ import jax
 import numpy as np
 from PIL import Image
 
+from av_unified_jax import atomic
 from av_unified_jax.data import decode_masks, pipeline, shards
 from av_unified_jax.data.transforms import decode_png_mask
 from av_unified_jax.mask_tokenizer import coding
@@ -126,8 +128,11 @@ class MaskCodeTable:
     return cls(table)
 
   def save(self, path: str | os.PathLike) -> None:
+    """Writes the table to the .npz file `path` atomically (a crash leaves no partial cache)."""
     keys = sorted(self.codes)
-    np.savez(path, keys=np.array(keys), codes=np.stack([self.codes[k] for k in keys]))
+    buf = io.BytesIO()
+    np.savez(buf, keys=np.array(keys), codes=np.stack([self.codes[k] for k in keys]))
+    atomic.write_bytes(path, buf.getvalue())
 
   @classmethod
   def load(cls, path: str | os.PathLike) -> MaskCodeTable:

@@ -6,7 +6,8 @@ Usage:
 
 Writes `W/mask_tokenizer.msgpack` + `W/mask_tokenizer.json` (see `coding.save_tokenizer`),
 `W/metrics.json` and `W/reconstructions.png` (held-out masks decoded from nearest and from
-searched codes, wrong pixels coloured). Without --masks it trains on synthetic object-like masks.
+searched codes, wrong pixels coloured); the msgpack comes last, so a run cut short leaves no
+msgpack and counts as not done. Without --masks it trains on synthetic object-like masks.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from absl import flags
 from ml_collections import config_flags
 from PIL import Image, ImageDraw
 
+from av_unified_jax import atomic
 from av_unified_jax.mask_tokenizer import coding
 from av_unified_jax.mask_tokenizer import model as mt
 
@@ -340,15 +342,16 @@ def train_mask_tokenizer(config, masks=None, workdir=None, eval_masks=None):
         variables, cfg, train[:config.eval.train_subset], batch_size=config.eval.batch_size)
   results["last_log"] = history[-1] if history else {}
   print("mask tokenizer results: " + json.dumps(results, sort_keys=True), flush=True)
-  if workdir:
-    coding.save_tokenizer(workdir, cfg, variables, extra={"metrics": results})
-    Path(workdir, "metrics.json").write_text(json.dumps(
+  if workdir:  # The tokenizer files last: its msgpack marks the directory complete.
+    Path(workdir).mkdir(parents=True, exist_ok=True)
+    atomic.write_text(Path(workdir, "metrics.json"), json.dumps(
         {"results": results, "history": history}, indent=2, sort_keys=True))
     if held_out:
       name, m = next(iter(held_out.items()))
       if np.any(m):
         sheet = reconstruction_sheet(variables, cfg, m, Path(workdir, "reconstructions.png"))
         print(f"mask tokenizer: {name} reconstructions drawn in {sheet}", flush=True)
+    coding.save_tokenizer(workdir, cfg, variables, extra={"metrics": results})
   return variables, results
 
 

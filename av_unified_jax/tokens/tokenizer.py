@@ -9,7 +9,8 @@
     tok.save(directory); Tokenizer.load(directory)
 
 Saved files: `layout.json` (VocabLayout), `text_tokenizer.json` (TextTokenizer) and
-`tokenizer.json` (label sets, prompts, AVS mask grid, AVVP group cap).
+`tokenizer.json` (label sets, prompts, AVS mask grid, AVVP group cap). Each is written
+atomically and `tokenizer.json` last, so its presence means the directory is complete.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
+from av_unified_jax import atomic
 from av_unified_jax.tokens.formats import FORMATS, LabelSet
 from av_unified_jax.tokens.grammar import Grammar, check_sequence
 from av_unified_jax.tokens.layout import TASKS, InvalidSequenceError, VocabLayout
@@ -105,13 +107,14 @@ class Tokenizer:
                 "max_avvp_groups": self.max_avvp_groups}
 
     def save(self, directory: str | os.PathLike) -> None:
-        """Writes layout.json, text_tokenizer.json and tokenizer.json into `directory`."""
+        """Writes layout.json, text_tokenizer.json and, last, tokenizer.json into `directory`,
+        each atomically (a crash leaves no partial file, and no tokenizer.json before the
+        others are whole)."""
         os.makedirs(directory, exist_ok=True)
         files = {LAYOUT_FILE: self.layout.to_json(), TEXT_FILE: self.text.to_json(),
                  CONFIG_FILE: json.dumps(self.config_dict(), indent=1, sort_keys=True) + "\n"}
-        for name, content in files.items():
-            with open(os.path.join(directory, name), "w", encoding="utf-8") as f:
-                f.write(content)
+        for name, content in files.items():  # CONFIG_FILE last: it marks the save complete.
+            atomic.write_text(os.path.join(directory, name), content)
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> Tokenizer:
