@@ -10,13 +10,13 @@ from __future__ import annotations
 import functools
 import json
 import time
-from pathlib import Path
 
 import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from etils import epath
 
 from av_unified_jax.mask_tokenizer.model import (MaskTokenizer, MaskTokenizerConfig, init_variables,
                                                  pixel_bce)
@@ -260,7 +260,7 @@ CONFIG_FILE = "mask_tokenizer.json"
 
 def save_tokenizer(directory, cfg: MaskTokenizerConfig, variables, extra: dict | None = None):
   """Writes `<directory>/mask_tokenizer.msgpack` (variables) and `mask_tokenizer.json`."""
-  directory = Path(directory)
+  directory = epath.Path(directory)  # Local or a URL (gs://...).
   directory.mkdir(parents=True, exist_ok=True)
   host = jax.tree.map(np.asarray, nn.unbox(variables))
   (directory / VARIABLES_FILE).write_bytes(flax.serialization.msgpack_serialize(host))
@@ -270,7 +270,7 @@ def save_tokenizer(directory, cfg: MaskTokenizerConfig, variables, extra: dict |
 
 def load_tokenizer(directory) -> tuple[MaskTokenizerConfig, dict]:
   """Reads what `save_tokenizer` wrote; checks shapes against a fresh init of the config."""
-  directory = Path(directory)
+  directory = epath.Path(directory)  # Local or a URL (gs://...).
   for name in (VARIABLES_FILE, CONFIG_FILE):
     if not (directory / name).exists():
       raise FileNotFoundError(f"load_tokenizer: {directory / name} is missing; train the mask "

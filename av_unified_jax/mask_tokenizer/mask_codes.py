@@ -13,12 +13,11 @@ The table is a plain object holding numpy arrays, so grain worker processes can 
 from __future__ import annotations
 
 import os
-from pathlib import Path
-
 from collections.abc import Callable
 
 import jax
 import numpy as np
+from etils import epath
 from PIL import Image
 
 from av_unified_jax.data import decode_masks, pipeline, shards
@@ -127,11 +126,12 @@ class MaskCodeTable:
 
   def save(self, path: str | os.PathLike) -> None:
     keys = sorted(self.codes)
-    np.savez(path, keys=np.array(keys), codes=np.stack([self.codes[k] for k in keys]))
+    with epath.Path(path).open("wb") as f:  # Local or a URL (gs://...).
+      np.savez(f, keys=np.array(keys), codes=np.stack([self.codes[k] for k in keys]))
 
   @classmethod
   def load(cls, path: str | os.PathLike) -> MaskCodeTable:
-    with np.load(path) as data:
+    with epath.Path(path).open("rb") as f, np.load(f) as data:
       return cls(dict(zip(data["keys"].tolist(), data["codes"], strict=True)))
 
   @classmethod
@@ -148,7 +148,7 @@ class MaskCodeTable:
   @classmethod
   def _for_dataset(cls, config, tokenizer_dir, dataset: str, source, split: str,
                    log=print) -> MaskCodeTable:
-    cache = Path(tokenizer_dir) / CACHE_FILE.format(dataset=dataset, split=split)
+    cache = epath.Path(tokenizer_dir) / CACHE_FILE.format(dataset=dataset, split=split)
     if cache.exists():
       return cls.load(cache)
     cfg, variables = coding.load_tokenizer(tokenizer_dir)
