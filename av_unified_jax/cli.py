@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 
 import jax
@@ -12,6 +11,7 @@ from ml_collections import config_flags
 
 from av_unified_jax import evaluate as evaluate_lib
 from av_unified_jax import main_job as main_job_lib
+from av_unified_jax import paths
 from av_unified_jax import predict as predict_lib
 from av_unified_jax import runs
 from av_unified_jax import summary as summary_lib
@@ -42,8 +42,8 @@ def train(config, flags, **_) -> int:
     raise UserError("--mode=train needs --workdir=W (checkpoints, logs and results go there)")
   _quiet_library_logs(flags)
   initialize_distributed(flags)
-  try:  # orbax needs an absolute checkpoint path
-    return train_lib.train_and_evaluate(config, os.path.abspath(flags.workdir),
+  try:  # A local path made absolute (orbax needs it), a URL (gs://...) kept as given.
+    return train_lib.train_and_evaluate(config, paths.as_path(flags.workdir),
                                         make_evaluate_fn=evaluate_lib.make_evaluate_fn)
   except train_lib.InputError as e:
     raise UserError(str(e)) from None

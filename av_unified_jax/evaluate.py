@@ -29,7 +29,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from av_unified_jax import runs, sharding
+from etils import epath
+
+from av_unified_jax import paths, runs, sharding
 from av_unified_jax.evaluation.evaluator import INTERVALS_FILE, RESULTS_FILE, Evaluation, Evaluator
 
 
@@ -64,13 +66,13 @@ def make_evaluate_fn(ctx, log: Callable[[str], None] = print
   return evaluate_fn
 
 
-def evaluation_dir(workdir: str | Path, step: int, run_config, config) -> Path:
+def evaluation_dir(workdir: epath.PathLike, step: int, run_config, config) -> epath.Path:
   """Where an evaluation of W's checkpoint `step` goes: W/eval/<step>/ on the run's own data,
   W/eval/<step>/<split>/ on another split of it, W/eval/<step>/<shards dir as a name>/<split>/
   on another copy of the data (`--config.data.shards_dir`)."""
   out = runs.eval_dir(workdir, step)
-  own = str(Path(run_config.data.shards_dir).absolute())
-  other = str(Path(config.data.shards_dir).absolute())
+  own = str(paths.as_path(run_config.data.shards_dir or "."))
+  other = str(paths.as_path(config.data.shards_dir or "."))
   if own != other:
     return out / ("_".join(p for p in Path(other).parts if p not in ("/", "\\", ""))
                   .replace(":", "")) / config.data.eval_split
@@ -79,7 +81,7 @@ def evaluation_dir(workdir: str | Path, step: int, run_config, config) -> Path:
   return out
 
 
-def evaluate_workdir(workdir: str | Path, step: int | None = None,
+def evaluate_workdir(workdir: epath.PathLike, step: int | None = None,
                      log: Callable[[str], None] = print,
                      overrides: Mapping[str, Any] | None = None) -> tuple[int, dict]:
   """--mode=eval: evaluates checkpoint `step` (default latest) of W, with the evaluation
@@ -93,7 +95,8 @@ def evaluate_workdir(workdir: str | Path, step: int | None = None,
   out = evaluation_dir(workdir, run.step, runs.load_run_config(workdir), run.config)
   if overrides:
     shown = ", ".join(f"{k}={v!r}" for k, v in overrides.items())
-    log(f"evaluating step {run.step} with {shown} over {Path(workdir) / runs.CONFIG_FILE}")
+    log(f"evaluating step {run.step} with {shown} over "
+        f"{paths.as_path(workdir) / runs.CONFIG_FILE}")
   results = evaluator.evaluate(run.params, out)
   log(f"results of step {run.step}: {out / RESULTS_FILE} (intervals: {out / INTERVALS_FILE})")
   return run.step, results

@@ -29,11 +29,12 @@ from pathlib import Path
 import numpy as np
 
 from av_unified_jax import atomic, checkpointing, evaluate, plots, runs, train
-from av_unified_jax.data import decode_masks, pipeline, shards
+from av_unified_jax.data import pipeline, shards
 from av_unified_jax.evaluation import baselines
 from av_unified_jax.evaluation import intervals as intervals_lib
 from av_unified_jax.evaluation import tasks as eval_tasks
 from av_unified_jax.evaluation.evaluator import Evaluation, Evaluator, clip_sample
+from av_unified_jax.mask_tokenizer.train import shard_masks
 from av_unified_jax.mask_tokenizer.train import train_mask_tokenizer as fit_mask_tokenizer
 from configs import demo as demo_configs
 from configs import mask_tokenizer as mt_configs
@@ -98,19 +99,10 @@ def train_mask_tokenizer(config, workdir: Path, tokenizer_config=None, log=print
   if (out / "mask_tokenizer.msgpack").exists():
     log(f"[main job] mask tokenizer: cached in {out}")
     return out
-  masks = []
-  for name in ("avsbench_s4", "avsbench_ms3"):
-    path = Path(config.data.shards_dir) / name
-    if not (path / shards.INFO_FILE).exists():
-      continue
-    source = shards.open_split(path, config.data.train_split)
-    for i in range(len(source)):
-      example = source[i]
-      annotated = np.asarray(example["mask_annotated"], bool)
-      masks += list(decode_masks(example)[annotated])
-  if not masks:
-    raise RuntimeError(f"no training masks under {config.data.shards_dir}; the AVS datasets "
-                       "are needed to train the mask tokenizer")
+  try:  # The same masks as `mask_tokenizer_train --shards_dir`.
+    masks = shard_masks(config.data.shards_dir, config.data.train_split, log=lambda _: None)
+  except ValueError as e:
+    raise RuntimeError(f"{e}; the AVS datasets are needed to train the mask tokenizer") from None
   if tokenizer_config is None:
     tokenizer_config = mt_configs.get_config("demo")
   log(f"[main job] mask tokenizer: training on {len(masks)} demo masks")

@@ -19,12 +19,12 @@ import math
 import os
 import sys
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
+from etils import epath
 from tqdm import tqdm
 
-from av_unified_jax import atomic
+from av_unified_jax import atomic, paths
 
 Scalars = Mapping[str, float]
 
@@ -37,13 +37,22 @@ def _fmt(value: float) -> str:
 
 
 class JsonlWriter:
-  """Appends `{"step": s, **scalars}` lines to a file (see the module docstring)."""
+  """Appends `{"step": s, **scalars}` lines to a file (see the module docstring).
 
-  def __init__(self, path: Path, resume_step: int):
-    self.path = Path(path)
+  On an object store (a `gs://` work directory), which cannot append, the whole file is
+  rewritten at every write (it holds one short line per log step).
+  """
+
+  def __init__(self, path: epath.PathLike, resume_step: int):
+    self.path = epath.Path(path)
     if self.path.exists():
       self._truncate_after(resume_step)
-    self._file = self.path.open("a")
+    self._lines = None  # The file's lines, kept only where it is rewritten whole.
+    if paths.is_url(self.path):
+      self._lines = self.path.read_text().splitlines() if self.path.exists() else []
+      self._file = None
+    else:
+      self._file = self.path.open("a")
 
   def _truncate_after(self, step: int) -> None:
     kept = []
@@ -58,17 +67,22 @@ class JsonlWriter:
   def write(self, step: int, scalars: Scalars) -> None:
     record = {"step": int(step)}
     record.update({k: float(v) for k, v in scalars.items()})
+    if self._file is None:
+      self._lines.append(json.dumps(record))
+      self.path.write_text("".join(line + "\n" for line in self._lines))
+      return
     self._file.write(json.dumps(record) + "\n")
     self._file.flush()
 
   def close(self) -> None:
-    self._file.close()
+    if self._file is not None:
+      self._file.close()
 
 
 class TensorBoardWriter:
   """Scalars to TensorBoard event files under `W/tensorboard` (tensorboardX)."""
 
-  def __init__(self, logdir: Path, resume_step: int):
+  def __init__(self, logdir: epath.PathLike, resume_step: int):
     from tensorboardX import SummaryWriter  # Imported late: only the primary host needs it.
 
     # purge_step hides events the interrupted run wrote after the restored checkpoint.
@@ -122,7 +136,7 @@ class MetricWriter:
   def __init__(self, workdir: str | os.PathLike, *, total_steps: int, start_step: int,
                is_primary: bool = True, progress: bool | None = None,
                tensorboard: bool = True, prefix: str = ""):
-    self.workdir = Path(workdir)
+    self.workdir = epath.Path(workdir)
     self.total_steps = total_steps
     self.is_primary = is_primary
     self.prefix = prefix

@@ -25,9 +25,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from etils import epath
 from PIL import Image
 
-from av_unified_jax import plots, runs, sharding
+from av_unified_jax import paths, plots, runs, sharding
 from av_unified_jax.data import media as media_lib
 from av_unified_jax.data import pipeline, schema, shards
 from av_unified_jax.data.params import ConvertParams
@@ -57,7 +58,7 @@ class Media:
 def conversion_params(config, task: str):
   """The conversion settings of the run's training data for `task` (`ConvertParams`); the
   defaults with the config's image size when the converted data is not at hand."""
-  path = Path(config.data.shards_dir or ".") / config.tasks[task].dataset
+  path = epath.Path(config.data.shards_dir or ".") / config.tasks[task].dataset
   fields = {f.name for f in dataclasses.fields(ConvertParams)}
   try:
     stored = shards.load_info(path).get("params", {})
@@ -144,7 +145,7 @@ def predict(workdir: str | Path, video: str | Path, task: str, out_dir: str | Pa
     raise PredictError(str(e)) from None
   if task == "avs" and run.mask_decoder is None:
     raise PredictError(f"--task=avs needs the run's mask tokenizer in "
-                       f"{Path(workdir) / runs.MASK_TOKENIZER_DIR}; train it first")
+                       f"{paths.as_path(workdir) / runs.MASK_TOKENIZER_DIR}; train it first")
   examples = make_examples(task, media, Path(video).stem, question)
   batch_size = max(int(run.config.eval.batch_size), len(examples))
   batch = model_batch(run.config, task, run.tokenizer, examples, batch_size)

@@ -17,13 +17,13 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+from etils import epath
 
-from av_unified_jax import checkpointing, models, sharding, steps, tokens
+from av_unified_jax import checkpointing, models, paths, sharding, steps, tokens
 from av_unified_jax.data import pipeline
 from av_unified_jax.data.tasks import TOKENIZER_DIR
 from av_unified_jax.mask_tokenizer.decoder import MaskDecoder
@@ -40,8 +40,8 @@ __all__ = ["CHECKPOINT_DIR", "CONFIG_FILE", "EVAL_DIR", "EVAL_OVERRIDES", "MASK_
            "load_mask_decoder", "load_run", "load_run_config", "make_init_fn"]
 
 
-def eval_dir(workdir: str | Path, step: int) -> Path:
-  return Path(workdir) / EVAL_DIR / str(int(step))
+def eval_dir(workdir: epath.PathLike, step: int) -> epath.Path:
+  return paths.as_path(workdir) / EVAL_DIR / str(int(step))
 
 
 # ----------------------------------------------------------------------------- model and state
@@ -102,9 +102,9 @@ class RunError(ValueError):
   """The work directory lacks what evaluation or prediction needs; the message says what."""
 
 
-def load_run_config(workdir: str | Path):
+def load_run_config(workdir: epath.PathLike):
   """The run's config: W/config.json (written by training) over the complete base key set."""
-  path = Path(workdir) / CONFIG_FILE
+  path = paths.as_path(workdir) / CONFIG_FILE
   if not path.exists():
     raise RunError(f"{path} not found: {workdir} is not a training work directory; train first "
                    f"(python main.py --config=configs/demo.py --workdir={workdir})")
@@ -186,20 +186,21 @@ def apply_overrides(config, overrides: Mapping[str, Any]):
   return config
 
 
-def load_mask_decoder(workdir: str | Path, tokenizer, batch_size: int = 16) -> MaskDecoder | None:
+def load_mask_decoder(workdir: epath.PathLike, tokenizer,
+                      batch_size: int = 16) -> MaskDecoder | None:
   """The run's mask decoder from W/mask_tokenizer, or None when the run has none."""
-  directory = Path(workdir) / MASK_TOKENIZER_DIR
+  directory = paths.as_path(workdir) / MASK_TOKENIZER_DIR
   if not directory.exists():
     return None
   return MaskDecoder.load(directory, tokenizer.mask_grid, tokenizer.layout.num_mask_codes,
                           batch_size)
 
 
-def load_run(workdir: str | Path, step: int | None = None,
+def load_run(workdir: epath.PathLike, step: int | None = None,
              overrides: Mapping[str, Any] | None = None) -> Run:
   """Loads W's config (with the evaluation `overrides`, see `apply_overrides`), tokenizer,
   mask tokenizer and the checkpoint `step` (default latest)."""
-  workdir = Path(workdir).absolute()  # orbax reads absolute paths only
+  workdir = paths.as_path(workdir)  # orbax reads absolute paths only (or URLs)
   config = load_run_config(workdir)
   if overrides:
     config = apply_overrides(config, overrides)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 from collections.abc import Mapping
 
 import flax.linen as nn
@@ -18,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from av_unified_jax import models, sharding
+from av_unified_jax import models, paths, sharding
 from av_unified_jax.models import losses
 
 
@@ -127,10 +126,9 @@ def run(config, flags, **_) -> int:
   print(format_summary(s))
   workdir = getattr(flags, "workdir", None)
   if workdir:
-    os.makedirs(workdir, exist_ok=True)
-    path = os.path.join(workdir, "summary.json")
-    with open(path, "w") as f:
-      json.dump(s, f, indent=1, default=_json_default)
+    path = paths.as_path(workdir) / "summary.json"  # Local or a URL (gs://...).
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(s, indent=1, default=_json_default))
     print(f"wrote {path}")
   return 0
 

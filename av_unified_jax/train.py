@@ -14,14 +14,15 @@ import dataclasses
 import math
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import jax
 import numpy as np
+from etils import epath
 from jax.sharding import NamedSharding, PartitionSpec
 
-from av_unified_jax import checkpointing, metric_writers, models, runs, sharding, steps, synthetic
+from av_unified_jax import (checkpointing, metric_writers, models, paths, runs, sharding, steps,
+                            synthetic)
 from av_unified_jax.data import pipeline
 from av_unified_jax.data.pipeline import TrainData
 from av_unified_jax.mask_tokenizer import mask_codes
@@ -43,7 +44,7 @@ class InputError(ValueError):
 class TrainContext:
   """What an evaluation hook may need; given to `make_evaluate_fn(ctx)`."""
   config: Any
-  workdir: Path
+  workdir: epath.Path
   model: Any
   mesh: jax.sharding.Mesh
   state_shardings: Any
@@ -62,14 +63,14 @@ class TrainResult:
   preempted: bool = False
 
 
-def train_and_evaluate(config, workdir: str | Path, **kwargs) -> int:
+def train_and_evaluate(config, workdir: epath.PathLike, **kwargs) -> int:
   """--mode=train: `train` (same arguments); returns the exit code: 0, or
   `checkpointing.PREEMPTED_EXIT_CODE` (143) when a SIGTERM stopped the run after saving."""
   result = train(config, workdir, **kwargs)
   return checkpointing.PREEMPTED_EXIT_CODE if result.preempted else 0
 
 
-def train(config, workdir: str | Path, *,
+def train(config, workdir: epath.PathLike, *,
           make_evaluate_fn: Callable[[TrainContext], EvaluateFn] | None = None,
           data: TrainData | None = None, model=None,
           progress: bool | None = None) -> TrainResult:
@@ -88,7 +89,7 @@ def train(config, workdir: str | Path, *,
   A SIGTERM saves a checkpoint at the next step (or stops an evaluation before its next
   batch and saves the step evaluated), waits until it is written and returns (`preempted`).
   """
-  workdir = Path(workdir)
+  workdir = paths.as_path(workdir)
   is_primary = jax.process_index() == 0
   check_periods(config)
 
@@ -198,7 +199,7 @@ SYNTHETIC_VOCAB_SIZE = 256  # Token ids of synthetic batches (no tokenizer).
 SYNTHETIC_NUM_CLASSES = 25  # Weak-label classes of synthetic batches (as LLP).
 
 
-def make_train_data(config, workdir: str | Path) -> TrainData:
+def make_train_data(config, workdir: epath.PathLike) -> TrainData:
   """This process's training input: the grain pipeline over `data.shards_dir` (tokenizer kept
   in W/tokenizer; AVS targets from the mask tokenizer in W/mask_tokenizer when there is one),
   or deterministic synthetic batches when `data.synthetic`."""
@@ -213,9 +214,9 @@ def make_train_data(config, workdir: str | Path) -> TrainData:
     raise InputError(str(e)) from None
 
 
-def avs_mask_codes(config, workdir: str | Path):
+def avs_mask_codes(config, workdir: epath.PathLike):
   """AVS target codes from W/mask_tokenizer (None without one: AVS targets get no weight)."""
-  directory = Path(workdir) / runs.MASK_TOKENIZER_DIR
+  directory = paths.as_path(workdir) / runs.MASK_TOKENIZER_DIR
   if "avs" not in pipeline.active_tasks(config) or not directory.is_dir():
     return None
   log = print if jax.process_index() == 0 else (lambda *_: None)
@@ -268,7 +269,7 @@ def check_finite(pending: list[tuple[int, dict]]) -> None:
       raise NonFiniteLossError(f"non-finite training loss ({float(loss)}) at step {step}")
 
 
-def last_good_checkpoint(manager, workdir: Path) -> str:
+def last_good_checkpoint(manager, workdir: epath.Path) -> str:
   last = manager.latest_step()
   where = workdir / checkpointing.CHECKPOINT_DIR
   return (f"training stopped, the last good checkpoint is "

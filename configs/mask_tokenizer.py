@@ -4,6 +4,8 @@ Variants: `base` (default), `demo` (about two CPU-minutes; held-out mIoU 0.85 wi
 codes, 0.91 with the code search), `tiny` (tests).
 Usage: python -m av_unified_jax.mask_tokenizer_train --config=configs/mask_tokenizer.py:demo \
            --masks=<dir of PNGs | .npz> --workdir=W  [--config.total_steps=400]
+       python -m av_unified_jax.mask_tokenizer_train --config=configs/mask_tokenizer.py \
+           --shards_dir=<converted datasets: avsbench_s4, avsbench_ms3> --workdir=W/mask_tokenizer
 """
 
 import ml_collections

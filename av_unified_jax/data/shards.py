@@ -24,6 +24,7 @@ import os
 from typing import Any
 
 import numpy as np
+from etils import epath
 
 from av_unified_jax.data import records, schema
 
@@ -39,14 +40,13 @@ def shard_stem(split: str, index: int, count: int) -> str:
 
 def load_info(dataset_dir: str | os.PathLike) -> dict:
   """Reads OUT/<dataset>/dataset_info.json, with a clear error when it is absent."""
-  path = os.path.join(dataset_dir, INFO_FILE)
-  if not os.path.exists(path):
+  path = epath.Path(dataset_dir) / INFO_FILE  # Local or a URL (gs://...).
+  if not path.exists():
     raise FileNotFoundError(
         f"{path} not found: {dataset_dir} is not a converted dataset (or its conversion has "
         "not finished). Run `python -m data_prep.convert --dataset NAME --raw_dir RAW "
         "--out_dir OUT` and open OUT/NAME.")
-  with open(path) as f:
-    info = json.load(f)
+  info = json.loads(path.read_text())
   if info.get("format_version") != FORMAT_VERSION:
     raise ValueError(f"{path} has format_version {info.get('format_version')}, this reader "
                      f"reads {FORMAT_VERSION}; convert the dataset again")
@@ -85,9 +85,8 @@ class ShardSource:
   def _record_ids(self) -> list[list[str]]:
     out = []
     for shard in self._shards:
-      index_path = os.path.join(self.dataset_dir, shard["file"][:-len(".array_record")] + ".json")
-      with open(index_path) as f:
-        out.extend(json.load(f)["records"])
+      index_path = epath.Path(self.dataset_dir) / (shard["file"][:-len(".array_record")] + ".json")
+      out.extend(json.loads(index_path.read_text())["records"])
     return out
 
   @property

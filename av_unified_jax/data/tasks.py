@@ -40,6 +40,7 @@ from collections.abc import Callable, Iterator, Mapping
 import jax
 import numpy as np
 from array_record.python import array_record_data_source
+from etils import epath
 from PIL import Image
 
 from av_unified_jax import tokens
@@ -325,7 +326,7 @@ def collect_label_sets(shards_dir: str, datasets: Mapping[str, str] | None = Non
   extra: list[str] = []
   for task, name in datasets.items():
     path = os.path.join(shards_dir, name)
-    if not os.path.exists(os.path.join(path, shards.INFO_FILE)):
+    if not (epath.Path(path) / shards.INFO_FILE).exists():
       continue
     seen: list[str] = []
     for record in _iter_records(path, split):
@@ -360,8 +361,8 @@ def build_tokenizer(config):
 def load_or_build_tokenizer(config, workdir: str | os.PathLike | None = None):
   """The run's tokenizer: loaded from W/tokenizer/ when present, else built from the data and
   (by process 0) saved there, so a resumed run and evaluation use the same vocabulary."""
-  path = os.path.join(workdir, TOKENIZER_DIR) if workdir is not None else None
-  if path and os.path.exists(os.path.join(path, "tokenizer.json")):
+  path = epath.Path(workdir) / TOKENIZER_DIR if workdir is not None else None
+  if path and (path / "tokenizer.json").exists():
     return tokens.Tokenizer.load(path)
   tok = build_tokenizer(config)
   if path:

@@ -18,11 +18,11 @@ import dataclasses
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import jax
 import numpy as np
+from etils import epath
 
 from av_unified_jax import atomic, sharding
 from av_unified_jax.data import pipeline
@@ -71,8 +71,8 @@ class Evaluation:
   examples: dict[str, int]
   videos: dict[str, int]
 
-  def write(self, out_dir: str | Path) -> None:
-    out_dir = Path(out_dir)
+  def write(self, out_dir: epath.PathLike) -> None:
+    out_dir = epath.Path(out_dir)  # Local or a URL (gs://...).
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic.write_text(out_dir / RESULTS_FILE,
                       json.dumps(self.results, indent=1, sort_keys=True) + "\n")
@@ -80,9 +80,9 @@ class Evaluation:
         intervals_lib.summary(self.intervals, self.videos), indent=1, sort_keys=True) + "\n")
 
 
-def read_intervals(directory: str | Path) -> dict[str, dict[str, tuple[float, float]]] | None:
+def read_intervals(directory: epath.PathLike) -> dict[str, dict[str, tuple[float, float]]] | None:
   """{task: {metric: (low, high)}} from `directory`/intervals.json, None if it is not there."""
-  path = Path(directory) / INTERVALS_FILE
+  path = epath.Path(directory) / INTERVALS_FILE
   if not path.exists():
     return None
   saved = json.loads(path.read_text())["intervals"]
@@ -119,12 +119,12 @@ class Evaluator:
   def make_task(self, name: str) -> eval_tasks.EvalTask:
     return eval_tasks.TASKS[name](self.tokenizer, self.config.eval, self.mask_decoder)
 
-  def evaluate(self, params, out_dir: str | Path, **kwargs) -> dict[str, dict[str, float]]:
+  def evaluate(self, params, out_dir: epath.PathLike, **kwargs) -> dict[str, dict[str, float]]:
     """Scores every active task; writes results.json, intervals.json and the predictions into
     `out_dir`; returns the results. `kwargs` as in `evaluate_split`."""
     return self.evaluate_split(params, out_dir, **kwargs).results
 
-  def evaluate_split(self, params, out_dir: str | Path, *, split: str | None = None,
+  def evaluate_split(self, params, out_dir: epath.PathLike, *, split: str | None = None,
                      max_examples: int | Mapping[str, int] | None = None,
                      ground_truth: Mapping[str, GroundTruthFn] | None = None,
                      tasks: Sequence[str] | None = None) -> Evaluation:
@@ -142,7 +142,7 @@ class Evaluator:
         (e.g. a demo's composed annotation of a split that stores no dense labels).
       tasks: the tasks to score.
     """
-    out_dir = Path(out_dir)
+    out_dir = epath.Path(out_dir)  # Local or a URL (gs://...).
     evaluation = Evaluation({}, {}, {}, {})
     for name in tasks if tasks is not None else self.tasks():
       if name == "avs" and self.mask_decoder is None:
@@ -161,12 +161,12 @@ class Evaluator:
       evaluation.write(out_dir)
     return evaluation
 
-  def evaluate_task(self, name: str, params, out_dir: Path) -> tuple[dict[str, float], int]:
+  def evaluate_task(self, name: str, params, out_dir: epath.Path) -> tuple[dict[str, float], int]:
     """One task's metrics and the number of evaluated examples (predictions into out_dir)."""
     scores = self.score_task(name, params, out_dir)
     return scores.metrics, scores.examples
 
-  def score_task(self, name: str, params, out_dir: Path, *, split: str | None = None,
+  def score_task(self, name: str, params, out_dir: epath.Path, *, split: str | None = None,
                  max_examples: int | None = None,
                  ground_truth: GroundTruthFn | None = None) -> TaskScores:
     """One task's metrics, their bootstrap intervals over videos and the counts (predictions

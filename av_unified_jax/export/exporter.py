@@ -17,6 +17,7 @@ import dataclasses
 import json
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ import numpy as np
 import torch  # Optional dependency: torch (CPU build) is needed by the export only.
 from safetensors.torch import save_file
 
-from av_unified_jax import runs, tokens
+from av_unified_jax import paths, runs, tokens
 from av_unified_jax.export import mapping
 from av_unified_jax.export import modeling_av_unified as tm
 from av_unified_jax.export import verify as verify_lib
@@ -50,9 +51,12 @@ class ExportError(ValueError):
 def run(workdir: str | Path, export_dir: str | Path, step: int | None = None,
         dtype: str = "float32", verify: bool = False) -> int:
   """--mode=export: exports W's checkpoint `step` (default latest) to `export_dir`; with
-  `verify`, prints the verification's JSON line and returns 1 when it fails."""
+  `verify`, prints the verification's JSON line and returns 1 when it fails. A URL
+  `export_dir` (gs://...) is written and verified in a local staging directory, then copied."""
   if dtype not in DTYPES:
     raise ExportError(f"--dtype={dtype}: use one of {DTYPES}")
+  if paths.is_url(export_dir):  # safetensors and torch read and write local files only.
+    return _run_staged(workdir, export_dir, step, dtype, verify)
   try:
     source, summary = export_workdir(workdir, export_dir, step, dtype)
   except (runs.RunError, mapping.MappingError, FileNotFoundError) as e:
@@ -70,6 +74,18 @@ def run(workdir: str | Path, export_dir: str | Path, step: int | None = None,
     print(f"error: {verify_lib.describe_failure(report)}", file=sys.stderr)
     return 1
   return 0
+
+
+def _run_staged(workdir, export_dir, step, dtype: str, verify: bool) -> int:
+  """`run` into a local temporary directory, then its files copied to the URL `export_dir`."""
+  with tempfile.TemporaryDirectory(prefix="av_unified_export_") as stage:
+    code = run(workdir, stage, step, dtype, verify)
+    target = paths.as_path(export_dir)
+    target.mkdir(parents=True, exist_ok=True)
+    for f in sorted(Path(stage).iterdir()):
+      (target / f.name).write_bytes(f.read_bytes())
+  print(f"copied the export to {target}", file=sys.stderr)
+  return code
 
 
 def flax_variables(source: Source) -> dict[str, Any]:
@@ -114,7 +130,7 @@ def export_source(source: Source, export_dir: str | Path, dtype: str = "float32"
                          else None),
       "grammars": list(names),
       "dtype": dtype,
-      "source": {"workdir": str(Path(source.workdir).resolve()) if source.workdir else "",
+      "source": {"workdir": str(paths.as_path(source.workdir)) if source.workdir else "",
                  "step": source.step},
   }
   (out / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")

@@ -10,13 +10,13 @@ from __future__ import annotations
 import functools
 import json
 import time
-from pathlib import Path
 
 import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from etils import epath
 
 from av_unified_jax import atomic
 from av_unified_jax.mask_tokenizer.model import (MaskTokenizer, MaskTokenizerConfig, init_variables,
@@ -263,7 +263,7 @@ def save_tokenizer(directory, cfg: MaskTokenizerConfig, variables, extra: dict |
   """Writes `<directory>/mask_tokenizer.json`, then `mask_tokenizer.msgpack` (variables), each
   atomically: the msgpack is the last file, so its presence means the tokenizer is complete
   (a caller writing more files into `directory` writes them before this)."""
-  directory = Path(directory)
+  directory = epath.Path(directory)  # Local or a URL (gs://...).
   directory.mkdir(parents=True, exist_ok=True)
   host = jax.tree.map(np.asarray, nn.unbox(variables))
   meta = {"config": cfg.to_dict(), **(extra or {})}
@@ -273,7 +273,7 @@ def save_tokenizer(directory, cfg: MaskTokenizerConfig, variables, extra: dict |
 
 def load_tokenizer(directory) -> tuple[MaskTokenizerConfig, dict]:
   """Reads what `save_tokenizer` wrote; checks shapes against a fresh init of the config."""
-  directory = Path(directory)
+  directory = epath.Path(directory)  # Local or a URL (gs://...).
   for name in (VARIABLES_FILE, CONFIG_FILE):
     if not (directory / name).exists():
       raise FileNotFoundError(f"load_tokenizer: {directory / name} is missing; train the mask "

@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import io
 import os
-from pathlib import Path
-
 from collections.abc import Callable
 
 import jax
 import numpy as np
+from etils import epath
 from PIL import Image
 
 from av_unified_jax import atomic
@@ -136,7 +135,7 @@ class MaskCodeTable:
 
   @classmethod
   def load(cls, path: str | os.PathLike) -> MaskCodeTable:
-    with np.load(path) as data:
+    with epath.Path(path).open("rb") as f, np.load(f) as data:
       return cls(dict(zip(data["keys"].tolist(), data["codes"], strict=True)))
 
   @classmethod
@@ -153,7 +152,7 @@ class MaskCodeTable:
   @classmethod
   def _for_dataset(cls, config, tokenizer_dir, dataset: str, source, split: str,
                    log=print) -> MaskCodeTable:
-    cache = Path(tokenizer_dir) / CACHE_FILE.format(dataset=dataset, split=split)
+    cache = epath.Path(tokenizer_dir) / CACHE_FILE.format(dataset=dataset, split=split)
     if cache.exists():
       return cls.load(cache)
     cfg, variables = coding.load_tokenizer(tokenizer_dir)

@@ -3,7 +3,11 @@
 Usage:
   python -m av_unified_jax.mask_tokenizer_train --config=configs/mask_tokenizer.py:demo \
       --masks=<dir of PNGs | .npz> --workdir=W [--eval_masks=<dir | .npz>]
+  python -m av_unified_jax.mask_tokenizer_train --config=configs/mask_tokenizer.py \
+      --shards_dir=<converted datasets> --workdir=W/mask_tokenizer [--split=train]
 
+`--shards_dir` reads the annotated masks of the converted AVSBench datasets under it
+(`avsbench_s4` and `avsbench_ms3`, those present; see `shard_masks`), as the main job does.
 Writes `W/mask_tokenizer.msgpack` + `W/mask_tokenizer.json` (see `coding.save_tokenizer`),
 `W/metrics.json` and `W/reconstructions.png` (held-out masks decoded from nearest and from
 searched codes, wrong pixels coloured); the msgpack comes last, so a run cut short leaves no
@@ -13,6 +17,7 @@ msgpack and counts as not done. Without --masks it trains on synthetic object-li
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import sys
 import time
@@ -24,10 +29,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from absl import flags
+from etils import epath
 from ml_collections import config_flags
 from PIL import Image, ImageDraw
 
 from av_unified_jax import atomic
+from av_unified_jax.data import shards
 from av_unified_jax.mask_tokenizer import coding
 from av_unified_jax.mask_tokenizer import model as mt
 
@@ -103,6 +110,32 @@ def load_masks(path) -> list[np.ndarray]:
       raise ValueError(f"load_masks: no .png files under {path}")
     return [_png_mask(f) for f in files]
   raise ValueError(f"load_masks: {path} is neither a .npz file nor a directory of PNGs")
+
+
+AVS_DATASETS = ("avsbench_s4", "avsbench_ms3")  # Converted datasets whose masks train it.
+
+
+def shard_masks(shards_dir, split: str = "train", datasets=AVS_DATASETS,
+                log=print) -> list[np.ndarray]:
+  """The annotated masks (`bool[H, W]` each) of `split` of every converted dataset of
+  `datasets` under `shards_dir` (the S4 and MS3 training masks by default)."""
+  masks, found = [], []
+  for name in datasets:
+    path = epath.Path(shards_dir) / name
+    if not (path / shards.INFO_FILE).exists():
+      continue
+    source = shards.open_split(path, split)
+    before = len(masks)
+    for i in range(len(source)):
+      example = source[i]
+      masks += list(shards.decode_masks(example)[np.asarray(example["mask_annotated"], bool)])
+    found.append(name)
+    log(f"mask tokenizer: {len(masks) - before} {name}/{split} masks")
+  if not masks:
+    raise ValueError(f"no {split} masks in {shards_dir}: it holds no converted "
+                     f"{' or '.join(datasets)} with annotated masks (found {found}); convert "
+                     "them with python -m data_prep.convert --dataset avsbench_s4 ...")
+  return masks
 
 
 def place_cutouts(masks: list[np.ndarray], size: int, scale_range, seed: int) -> np.ndarray:
@@ -294,8 +327,10 @@ def reconstruction_sheet(variables, cfg: mt.MaskTokenizerConfig, masks, path,
       img.paste(Image.fromarray(rgb).resize((s, s), Image.NEAREST), (x, y + title))
       label = ("mask", "nearest", "search")[r] + ("" if ious is None else f" {ious[k]:.2f}")
       draw.text((x, y), label, fill="black")
-  path = Path(path)
-  img.save(path)
+  path = epath.Path(path)  # Local or a URL (gs://...).
+  buf = io.BytesIO()
+  img.save(buf, format="PNG")
+  path.write_bytes(buf.getvalue())
   return path
 
 
@@ -343,13 +378,13 @@ def train_mask_tokenizer(config, masks=None, workdir=None, eval_masks=None):
   results["last_log"] = history[-1] if history else {}
   print("mask tokenizer results: " + json.dumps(results, sort_keys=True), flush=True)
   if workdir:  # The tokenizer files last: its msgpack marks the directory complete.
-    Path(workdir).mkdir(parents=True, exist_ok=True)
-    atomic.write_text(Path(workdir, "metrics.json"), json.dumps(
+    epath.Path(workdir).mkdir(parents=True, exist_ok=True)
+    atomic.write_text(epath.Path(workdir, "metrics.json"), json.dumps(
         {"results": results, "history": history}, indent=2, sort_keys=True))
     if held_out:
       name, m = next(iter(held_out.items()))
       if np.any(m):
-        sheet = reconstruction_sheet(variables, cfg, m, Path(workdir, "reconstructions.png"))
+        sheet = reconstruction_sheet(variables, cfg, m, epath.Path(workdir, "reconstructions.png"))
         print(f"mask tokenizer: {name} reconstructions drawn in {sheet}", flush=True)
     coding.save_tokenizer(workdir, cfg, variables, extra={"metrics": results})
   return variables, results
@@ -359,18 +394,33 @@ def train_mask_tokenizer(config, masks=None, workdir=None, eval_masks=None):
 
 
 def main(argv=None) -> int:
+  argv = sys.argv if argv is None else argv
   fl = flags.FlagValues()
+  # sys_argv: the `--config.<key>` overrides are found in argv (ml_collections reads sys.argv).
   config_flags.DEFINE_config_file("config", "configs/mask_tokenizer.py", "Config file.",
-                                  flag_values=fl, lock_config=True)
+                                  flag_values=fl, lock_config=True, sys_argv=argv)
   flags.DEFINE_string("masks", None, "Training masks: .npz or directory of PNGs.", flag_values=fl)
+  flags.DEFINE_string("shards_dir", None, "Or: converted datasets; trains on the masks of "
+                      f"{' and '.join(AVS_DATASETS)} there.", flag_values=fl)
+  flags.DEFINE_string("split", "train", "The split --shards_dir is read from.", flag_values=fl)
   flags.DEFINE_string("eval_masks", None, "Extra held-out masks (.npz or PNGs).", flag_values=fl)
   flags.DEFINE_string("workdir", None, "Output directory for the tokenizer.", flag_values=fl)
-  fl(sys.argv if argv is None else argv)
+  fl(argv)
   for name in ("masks", "eval_masks"):
     if fl[name].value and not Path(fl[name].value).exists():
       print(f"error: --{name}={fl[name].value} does not exist", file=sys.stderr)
       return 2
-  train_mask_tokenizer(fl.config, fl.masks, fl.workdir, fl.eval_masks)
+  masks = fl.masks
+  if fl.shards_dir:
+    if fl.masks:
+      print("error: give --masks or --shards_dir, not both", file=sys.stderr)
+      return 2
+    try:
+      masks = shard_masks(fl.shards_dir, fl.split)
+    except (ValueError, FileNotFoundError) as e:
+      print(f"error: --shards_dir={fl.shards_dir}: {e}", file=sys.stderr)
+      return 2
+  train_mask_tokenizer(fl.config, masks, fl.workdir, fl.eval_masks)
   return 0
 
 

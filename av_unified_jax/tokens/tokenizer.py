@@ -20,6 +20,7 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
+from etils import epath
 
 from av_unified_jax import atomic
 from av_unified_jax.tokens.formats import FORMATS, LabelSet
@@ -110,20 +111,21 @@ class Tokenizer:
         """Writes layout.json, text_tokenizer.json and, last, tokenizer.json into `directory`,
         each atomically (a crash leaves no partial file, and no tokenizer.json before the
         others are whole)."""
-        os.makedirs(directory, exist_ok=True)
+        directory = epath.Path(directory)  # Local or a URL (gs://...).
+        directory.mkdir(parents=True, exist_ok=True)
         files = {LAYOUT_FILE: self.layout.to_json(), TEXT_FILE: self.text.to_json(),
                  CONFIG_FILE: json.dumps(self.config_dict(), indent=1, sort_keys=True) + "\n"}
         for name, content in files.items():  # CONFIG_FILE last: it marks the save complete.
-            atomic.write_text(os.path.join(directory, name), content)
+            atomic.write_text(directory / name, content)
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> Tokenizer:
-        paths = {n: os.path.join(directory, n) for n in (LAYOUT_FILE, TEXT_FILE, CONFIG_FILE)}
-        absent = [p for p in paths.values() if not os.path.isfile(p)]
+        paths = {n: epath.Path(directory) / n for n in (LAYOUT_FILE, TEXT_FILE, CONFIG_FILE)}
+        absent = [str(p) for p in paths.values() if not p.is_file()]
         if absent:
             raise FileNotFoundError(f"tokenizer directory {directory} lacks {absent}; it must "
                                     "hold the files written by Tokenizer.save")
-        read = {n: open(p, encoding="utf-8").read() for n, p in paths.items()}
+        read = {n: p.read_text(encoding="utf-8") for n, p in paths.items()}
         config = json.loads(read[CONFIG_FILE])
         if config.get("format") != _FORMAT:
             raise ValueError(f"{paths[CONFIG_FILE]} is not a tokenizer config "
