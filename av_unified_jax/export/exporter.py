@@ -1,6 +1,6 @@
 """Writes a self-contained PyTorch export of a trained run (see docs/ARCHITECTURE.md).
 
-    summary = exporter.export_workdir("W", "E", step=None, dtype="float32")
+    summary = exporter.export_workdir("W", "E", step=None, dtype="float32", overrides={})
 
 E/ then holds:
   model.safetensors        every parameter of the model and of the mask tokenizer (torch names)
@@ -17,6 +17,7 @@ import dataclasses
 import json
 import shutil
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -48,13 +49,15 @@ class ExportError(ValueError):
 
 
 def run(workdir: str | Path, export_dir: str | Path, step: int | None = None,
-        dtype: str = "float32", verify: bool = False) -> int:
+        dtype: str = "float32", verify: bool = False,
+        overrides: Mapping[str, Any] | None = None) -> int:
   """--mode=export: exports W's checkpoint `step` (default latest) to `export_dir`; with
-  `verify`, prints the verification's JSON line and returns 1 when it fails."""
+  `verify`, prints the verification's JSON line and returns 1 when it fails. The checkpoint
+  is restored onto whatever devices are present (`overrides`: mesh.* only, see `load_source`)."""
   if dtype not in DTYPES:
     raise ExportError(f"--dtype={dtype}: use one of {DTYPES}")
   try:
-    source, summary = export_workdir(workdir, export_dir, step, dtype)
+    source, summary = export_workdir(workdir, export_dir, step, dtype, overrides)
   except (runs.RunError, mapping.MappingError, FileNotFoundError) as e:
     raise ExportError(str(e)) from None
   print(f"exported step {summary['step']} of {workdir} ({summary['n_params']:,} parameters, "
@@ -128,9 +131,11 @@ def export_source(source: Source, export_dir: str | Path, dtype: str = "float32"
 
 
 def export_workdir(workdir: str | Path, export_dir: str | Path, step: int | None = None,
-                   dtype: str = "float32") -> tuple[Source, dict]:
-  """Loads the run in `workdir` and exports it; returns (the source, the summary)."""
-  source = load_source(workdir, step)
+                   dtype: str = "float32", overrides: Mapping[str, Any] | None = None
+                   ) -> tuple[Source, dict]:
+  """Loads the run in `workdir` (onto the devices present, `load_source`) and exports it;
+  returns (the source, the summary)."""
+  source = load_source(workdir, step, overrides)
   return source, export_source(source, export_dir, dtype)
 
 
