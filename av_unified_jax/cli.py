@@ -69,6 +69,7 @@ def export(config, flags, **_) -> int:
   error)."""
   del config  # The run's own config (W/config.json) describes the model.
   overrides = checked_overrides(flags, "export")
+  _quiet_library_logs(flags)
   if not flags.workdir or not flags.export_dir:
     raise UserError("--mode=export needs --workdir=W (a trained run) and --export_dir=E")
   from av_unified_jax.export import exporter  # Late: it loads torch, only this mode needs it.
@@ -106,6 +107,7 @@ def evaluate(config, flags, **_) -> int:
   on the devices present (the run's mesh fitted to them, or --config.mesh.*)."""
   del config  # The run's own config (W/config.json) says what to evaluate.
   overrides = checked_overrides(flags, "eval")
+  _quiet_library_logs(flags)
   if not flags.workdir:
     raise UserError("--mode=eval needs --workdir=W (a trained run)")
   try:
@@ -121,6 +123,7 @@ def predict(config, flags, **_) -> int:
   error)."""
   del config
   overrides = checked_overrides(flags, "predict")
+  _quiet_library_logs(flags)
   missing = [f"--{name}" for name in ("workdir", "video", "task", "out")
              if not getattr(flags, name)]
   if missing:

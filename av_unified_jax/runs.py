@@ -234,6 +234,7 @@ def load_run(workdir: str | Path, step: int | None = None,
   workdir = Path(workdir).absolute()  # orbax reads absolute paths only
   overrides = dict(overrides or {})
   config = apply_overrides(load_run_config(workdir), overrides, mode)
+  mesh, rules = inference_mesh(config, overrides), sharding.logical_rules(config)
   if not (workdir / TOKENIZER_DIR / "tokenizer.json").exists():
     raise RunError(f"{workdir / TOKENIZER_DIR} not found: the run saved no tokenizer "
                    "(it is written when training starts); train first")
@@ -248,7 +249,6 @@ def load_run(workdir: str | Path, step: int | None = None,
     raise RunError(f"no checkpoint for --step={step} in {workdir}; available: {available}")
   num_classes = len(tokenizer.label_sets.get("avvp", ()))
   model = build_model(config, tokenizer.layout.vocab_size, num_classes)
-  mesh, rules = inference_mesh(config, overrides), sharding.logical_rules(config)
   spec = pipeline.batch_spec(config, tokenizer, models.model_config_from(config.model))
   state = checkpointing.restore(manager, step,
                                 abstract_state(config, model, spec, mesh, rules).abstract)
