@@ -16,10 +16,24 @@ from ml_collections import config_flags
 from av_unified_jax.tokens.layout import TASKS
 
 MODES = ("train", "eval", "predict", "export", "summary")
+CONFIG_ERRORS = (flags.Error, AttributeError, KeyError, ValueError, TypeError)
 
-config_flags.DEFINE_config_file(
-    "config", "configs/demo.py", "Experiment config file, e.g. configs/tiny.py[:arg].",
-    lock_config=True)
+
+def _fail(e: Exception) -> None:
+  """A bad flag or config key: one line on stderr, exit code 2."""
+  message = str(e).replace("\\n", " ").replace("\n", " ").replace("\\'", "'").strip("'\" ")
+  if isinstance(e, (AttributeError, KeyError)):
+    message = "unknown config key: " + message.replace("'", "")
+  print(f"error: {message}", file=sys.stderr)
+  sys.exit(2)
+
+
+try:  # Without --config the default file is loaded (and --config.* applied) right here.
+  config_flags.DEFINE_config_file(
+      "config", "configs/demo.py", "Experiment config file, e.g. configs/tiny.py[:arg].",
+      lock_config=True)
+except CONFIG_ERRORS as e:
+  _fail(e)
 flags.DEFINE_enum("mode", "train", MODES, "What to do.")
 flags.DEFINE_string("workdir", None, "Work directory (checkpoints, logs, eval results).")
 flags.DEFINE_integer("step", None, "Checkpoint step for eval/predict/export (default: latest).")
@@ -52,12 +66,8 @@ def _parse_flags(argv):
   """Parses flags; a bad flag or config key is one line on stderr and exit code 2."""
   try:
     return FLAGS(argv)
-  except (flags.Error, AttributeError, KeyError, ValueError, TypeError) as e:
-    message = str(e).replace("\\n", " ").replace("\n", " ").replace("\\'", "'").strip("'\" ")
-    if isinstance(e, (AttributeError, KeyError)):
-      message = "unknown config key: " + message.replace("'", "")
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
+  except CONFIG_ERRORS as e:
+    _fail(e)
 
 
 def _is_default_job() -> bool:

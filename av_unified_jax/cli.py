@@ -64,15 +64,19 @@ def summary(config, flags, **_) -> int:
 
 
 def export(config, flags, **_) -> int:
-  """--mode=export: writes a PyTorch export of W's checkpoint to --export_dir (+ --verify)."""
+  """--mode=export: writes a PyTorch export of W's checkpoint to --export_dir (+ --verify),
+  restored onto the devices present (--config.mesh.* may set the mesh; other keys are an
+  error)."""
   del config  # The run's own config (W/config.json) describes the model.
+  overrides = checked_overrides(flags, "export")
+  _quiet_library_logs(flags)
   if not flags.workdir or not flags.export_dir:
     raise UserError("--mode=export needs --workdir=W (a trained run) and --export_dir=E")
   from av_unified_jax.export import exporter  # Late: it loads torch, only this mode needs it.
 
   try:
     return exporter.run(flags.workdir, flags.export_dir, step=flags.step, dtype=flags.dtype,
-                        verify=flags.verify)
+                        verify=flags.verify, overrides=overrides)
   except exporter.ExportError as e:
     raise UserError(str(e)) from None
 
@@ -85,16 +89,28 @@ def config_overrides(flags) -> dict:
     return {}  # Not parsed by main.py (e.g. a namespace in tests): no overrides.
 
 
+def checked_overrides(flags, mode: str) -> dict:
+  """`config_overrides` of a mode that loads a trained run (eval, predict, export); a key
+  that cannot apply to it (runs.OVERRIDES) is a UserError naming it."""
+  overrides = config_overrides(flags)
+  try:
+    runs.check_overrides(overrides, mode)
+  except runs.RunError as e:
+    raise UserError(str(e)) from None
+  return overrides
+
+
 def evaluate(config, flags, **_) -> int:
   """--mode=eval: evaluates W's latest (or --step) checkpoint with the run's own config
   (W/config.json) and the evaluation overrides given as --config.<key> (data.shards_dir,
-  data.eval_split, eval.*, ...; any other key is an error) into W/eval/<step>/..."""
+  data.eval_split, eval.*, mesh.*, ...; any other key is an error) into W/eval/<step>/...,
+  on the devices present (the run's mesh fitted to them, or --config.mesh.*)."""
   del config  # The run's own config (W/config.json) says what to evaluate.
+  overrides = checked_overrides(flags, "eval")
+  _quiet_library_logs(flags)
   if not flags.workdir:
     raise UserError("--mode=eval needs --workdir=W (a trained run)")
-  overrides = config_overrides(flags)
   try:
-    runs.check_eval_overrides(overrides)
     evaluate_lib.evaluate_workdir(flags.workdir, flags.step, overrides=overrides)
   except runs.RunError as e:
     raise UserError(str(e)) from None
@@ -102,8 +118,12 @@ def evaluate(config, flags, **_) -> int:
 
 
 def predict(config, flags, **_) -> int:
-  """--mode=predict: one video -> --out/prediction.json and prediction.png."""
+  """--mode=predict: one video -> --out/prediction.json and prediction.png, on the devices
+  present (--config.eval.*, data.shards_dir and mesh.* may be overridden; other keys are an
+  error)."""
   del config
+  overrides = checked_overrides(flags, "predict")
+  _quiet_library_logs(flags)
   missing = [f"--{name}" for name in ("workdir", "video", "task", "out")
              if not getattr(flags, name)]
   if missing:
@@ -111,7 +131,8 @@ def predict(config, flags, **_) -> int:
                     "--video=clip.mp4 --task=ave --out=DIR)")
   try:
     record = predict_lib.predict(flags.workdir, flags.video, flags.task, flags.out,
-                                 question=flags.question, step=flags.step)
+                                 question=flags.question, step=flags.step,
+                                 overrides=overrides)
   except predict_lib.PredictError as e:
     raise UserError(str(e)) from None
   print(f"prediction ({flags.task}) written to {flags.out}/prediction.json and prediction.png")

@@ -19,8 +19,9 @@ the outputs into the metric inputs, and `av_unified_jax.metrics` scores them. Wr
   eval/<step>/ssl/heatmaps/<id>.png, eval/<step>/avs/masks/<id>_<frame>.png
 
 `--mode=eval` may override the keys of `runs.EVAL_OVERRIDES` over the run's config (another
-copy of the data, another split, eval.*); another split or copy is written under eval/<step>/
-(see `evaluation_dir`).
+copy of the data, another split, eval.*, the mesh); another split or copy is written under
+eval/<step>/ (see `evaluation_dir`). The checkpoint is restored onto whatever devices are
+present: the run's mesh fitted to them, or the --config.mesh.* given (`runs.inference_mesh`).
 """
 
 from __future__ import annotations
@@ -88,8 +89,8 @@ def evaluate_workdir(workdir: epath.PathLike, step: int | None = None,
   `overrides` ({dotted key: value}, see `runs.apply_overrides`) over the run's config; returns
   (step, results). Written to `evaluation_dir`."""
   overrides = dict(overrides or {})
-  runs.check_eval_overrides(overrides)  # before loading anything
-  run = runs.load_run(workdir, step, overrides)
+  runs.check_overrides(overrides, "eval")  # before loading anything
+  run = runs.load_run(workdir, step, overrides, mode="eval")
   evaluator = Evaluator(run.config, run.tokenizer, run.model, run.mesh, run.rules,
                         run.mask_decoder, log)
   out = evaluation_dir(workdir, run.step, runs.load_run_config(workdir), run.config)
@@ -97,6 +98,7 @@ def evaluate_workdir(workdir: epath.PathLike, step: int | None = None,
     shown = ", ".join(f"{k}={v!r}" for k, v in overrides.items())
     log(f"evaluating step {run.step} with {shown} over "
         f"{paths.as_path(workdir) / runs.CONFIG_FILE}")
+  log(f"evaluating on mesh {dict(run.mesh.shape)} ({run.mesh.size} device(s))")
   results = evaluator.evaluate(run.params, out)
   log(f"results of step {run.step}: {out / RESULTS_FILE} (intervals: {out / INTERVALS_FILE})")
   return run.step, results

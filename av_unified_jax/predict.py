@@ -128,8 +128,13 @@ def model_batch(config, task: str, tokenizer, examples: list[dict], batch_size: 
 
 # ----------------------------------------------------------------------------- prediction
 def predict(workdir: str | Path, video: str | Path, task: str, out_dir: str | Path,
-            question: str | None = None, step: int | None = None) -> dict:
-  """Runs the prediction and writes DIR/prediction.json and DIR/prediction.png."""
+            question: str | None = None, step: int | None = None,
+            overrides: dict[str, Any] | None = None) -> dict:
+  """Runs the prediction and writes DIR/prediction.json and DIR/prediction.png. `overrides`
+  ({dotted key: value}) may change the keys of `runs.OVERRIDES["predict"]` (eval.*,
+  data.shards_dir, mesh.*) over the run's config; the model runs on whatever devices are
+  present (`runs.inference_mesh`)."""
+  overrides = dict(overrides or {})
   if task not in TASKS:
     raise PredictError(f"--task={task!r} is not one of {list(TASKS)}")
   if task == "avqa" and not (question and question.strip()):
@@ -137,10 +142,10 @@ def predict(workdir: str | Path, video: str | Path, task: str, out_dir: str | Pa
   if task != "avqa" and question:
     raise PredictError(f"--question is only for --task=avqa, not --task={task}")
   try:  # The cheap checks first: the run's config, then the video, then the checkpoint.
-    config = runs.load_run_config(workdir)
+    config = runs.apply_overrides(runs.load_run_config(workdir), overrides, "predict")
     seconds = schema.get_spec(config.tasks[task].dataset).clip_seconds
     media = load_media(video, seconds, conversion_params(config, task))
-    run = runs.load_run(workdir, step)
+    run = runs.load_run(workdir, step, overrides, mode="predict")
   except runs.RunError as e:
     raise PredictError(str(e)) from None
   if task == "avs" and run.mask_decoder is None:

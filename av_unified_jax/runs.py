@@ -9,7 +9,8 @@
 
     model = build_model(config, vocab_size, num_classes)
     state = abstract_state(config, model, batch_spec, mesh, rules)  # .abstract, .shardings
-    run = load_run(W, step=None, overrides={})  # config, tokenizer, model, params, ...
+    run = load_run(W, step=None, overrides={}, mode="eval")  # config, tokenizer, model,
+                                         # params on the devices present (inference_mesh), ...
 """
 
 from __future__ import annotations
@@ -35,9 +36,10 @@ MASK_TOKENIZER_DIR = "mask_tokenizer"  # W/mask_tokenizer: the run's mask tokeni
 CHECKPOINT_DIR = checkpointing.CHECKPOINT_DIR
 
 __all__ = ["CHECKPOINT_DIR", "CONFIG_FILE", "EVAL_DIR", "EVAL_OVERRIDES", "MASK_TOKENIZER_DIR",
-           "TOKENIZER_DIR", "AbstractState", "Run", "RunError", "abstract_state",
-           "apply_overrides", "build_model", "check_eval_overrides", "eval_dir",
-           "load_mask_decoder", "load_run", "load_run_config", "make_init_fn"]
+           "OVERRIDES", "TOKENIZER_DIR", "AbstractState", "Run", "RunError", "abstract_state",
+           "apply_overrides", "build_model", "check_eval_overrides", "check_overrides",
+           "eval_dir", "inference_mesh", "load_mask_decoder", "load_run", "load_run_config",
+           "make_init_fn"]
 
 
 def eval_dir(workdir: epath.PathLike, step: int) -> epath.Path:
@@ -108,9 +110,8 @@ def load_run_config(workdir: epath.PathLike):
   if not path.exists():
     raise RunError(f"{path} not found: {workdir} is not a training work directory; train first "
                    f"(python main.py --config=configs/demo.py --workdir={workdir})")
-  config = common.base_config()
+  config = common.base_config()  # Locked: only the keys this version knows.
   _assign(config, json.loads(path.read_text()))
-  config.lock()
   return config
 
 
@@ -148,11 +149,19 @@ class Run:
 # tasks.<t>.weight: 0 leaves a task out), how it is scored (eval.*) and the device mesh.
 EVAL_OVERRIDES = ("data.shards_dir", "data.eval_split", "data.prefetch", "eval.*", "mesh.*",
                   "tasks.*.dataset", "tasks.*.weight")
+# Per mode, the config keys a run may be loaded with other values of: prediction decodes as
+# an evaluation does (eval.*) and reads the conversion settings of the data
+# (data.shards_dir); an export only places the parameters on a mesh.
+OVERRIDES = {
+    "eval": EVAL_OVERRIDES,
+    "predict": ("data.shards_dir", "eval.*", "mesh.*"),
+    "export": ("mesh.*",),
+}
 
 
-def _eval_override_allowed(key: str) -> bool:
+def _override_allowed(key: str, patterns: tuple[str, ...]) -> bool:
   parts = key.split(".")
-  for pattern in EVAL_OVERRIDES:
+  for pattern in patterns:
     want = pattern.split(".")
     if len(parts) >= len(want) and all(w in ("*", p) for w, p in zip(want, parts)):
       if want[-1] != "*" and len(parts) != len(want):
@@ -161,21 +170,27 @@ def _eval_override_allowed(key: str) -> bool:
   return False
 
 
-def check_eval_overrides(overrides: Mapping[str, Any]) -> None:
-  """Raises RunError naming every overridden key that cannot apply to an evaluation."""
-  bad = [k for k in overrides if not _eval_override_allowed(k)]
+def check_overrides(overrides: Mapping[str, Any], mode: str = "eval") -> None:
+  """Raises RunError naming every overridden key that cannot apply to `mode` (a key of
+  OVERRIDES: eval, predict, export)."""
+  patterns = OVERRIDES[mode]
+  bad = [k for k in overrides if not _override_allowed(k, patterns)]
   if bad:
     names = ", ".join(f"--config.{k}" for k in bad)
-    raise RunError(f"{names} cannot apply to eval: a trained run is evaluated with its own "
-                   f"config (W/config.json); only {', '.join(EVAL_OVERRIDES)} may be overridden")
+    raise RunError(f"{names} cannot apply to {mode}: a trained run is loaded with its own "
+                   f"config (W/config.json); only {', '.join(patterns)} may be overridden")
 
 
-def apply_overrides(config, overrides: Mapping[str, Any]):
+def check_eval_overrides(overrides: Mapping[str, Any]) -> None:
+  """`check_overrides` for --mode=eval."""
+  check_overrides(overrides, "eval")
+
+
+def apply_overrides(config, overrides: Mapping[str, Any], mode: str = "eval"):
   """A copy of `config` with the dotted `overrides` ({"data.shards_dir": "..."}) applied
-  (checked by `check_eval_overrides`)."""
-  check_eval_overrides(overrides)
+  (checked by `check_overrides` for `mode`)."""
+  check_overrides(overrides, mode)
   config = config.copy_and_resolve_references()
-  config.unlock()
   for key, value in overrides.items():
     *parents, leaf = key.split(".")
     node = config
@@ -184,6 +199,22 @@ def apply_overrides(config, overrides: Mapping[str, Any]):
     node[leaf] = _tuples(value) if isinstance(value, list) else value
   config.lock()
   return config
+
+
+def inference_mesh(config, overrides: Mapping[str, Any]) -> jax.sharding.Mesh:
+  """The mesh a trained run is loaded onto: the run's `config.mesh` fitted to the devices
+  present (`sharding.fit_mesh_shape`), or, when --config.mesh.* is overridden, exactly the
+  overridden mesh. Writes the sizes used into `config.mesh`."""
+  n = jax.device_count()
+  given = sorted(f"--config.{k}" for k in overrides if k.startswith("mesh."))
+  try:
+    sizes = (sharding.mesh_shape(config.mesh, n) if given
+             else sharding.fit_mesh_shape(config.mesh, n))
+  except ValueError as e:
+    raise RunError(f"{', '.join(given) or 'config.mesh'}: {e}") from None
+  for axis, size in sizes.items():
+    config.mesh[axis] = size
+  return sharding.make_mesh(sizes)
 
 
 def load_mask_decoder(workdir: epath.PathLike, tokenizer,
@@ -197,13 +228,14 @@ def load_mask_decoder(workdir: epath.PathLike, tokenizer,
 
 
 def load_run(workdir: epath.PathLike, step: int | None = None,
-             overrides: Mapping[str, Any] | None = None) -> Run:
-  """Loads W's config (with the evaluation `overrides`, see `apply_overrides`), tokenizer,
-  mask tokenizer and the checkpoint `step` (default latest)."""
+             overrides: Mapping[str, Any] | None = None, mode: str = "eval") -> Run:
+  """Loads W's config (with the `overrides` that apply to `mode`, see `apply_overrides`),
+  tokenizer, mask tokenizer and the checkpoint `step` (default latest), restored onto
+  `inference_mesh` (whatever devices are present)."""
   workdir = paths.as_path(workdir)  # orbax reads absolute paths only (or URLs)
-  config = load_run_config(workdir)
-  if overrides:
-    config = apply_overrides(config, overrides)
+  overrides = dict(overrides or {})
+  config = apply_overrides(load_run_config(workdir), overrides, mode)
+  mesh, rules = inference_mesh(config, overrides), sharding.logical_rules(config)
   if not (workdir / TOKENIZER_DIR / "tokenizer.json").exists():
     raise RunError(f"{workdir / TOKENIZER_DIR} not found: the run saved no tokenizer "
                    "(it is written when training starts); train first")
@@ -218,7 +250,6 @@ def load_run(workdir: epath.PathLike, step: int | None = None,
     raise RunError(f"no checkpoint for --step={step} in {workdir}; available: {available}")
   num_classes = len(tokenizer.label_sets.get("avvp", ()))
   model = build_model(config, tokenizer.layout.vocab_size, num_classes)
-  mesh, rules = sharding.make_mesh(config.mesh), sharding.logical_rules(config)
   spec = pipeline.batch_spec(config, tokenizer, models.model_config_from(config.model))
   state = checkpointing.restore(manager, step,
                                 abstract_state(config, model, spec, mesh, rules).abstract)

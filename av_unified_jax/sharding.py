@@ -1,6 +1,7 @@
 """Mesh and shardings from the config: logical axis names -> mesh axes (one rules table).
 
-    mesh = sharding.make_mesh(config.mesh)
+    mesh = sharding.make_mesh(config.mesh)                        # training: as configured
+    sizes = sharding.fit_mesh_shape(config.mesh, jax.device_count())  # inference: fitted
     rules = sharding.logical_rules(config)
     abstract = sharding.abstract_variables(model, batch)          # no allocation
     shardings = sharding.param_shardings(abstract, mesh, rules)   # NamedSharding per param
@@ -30,8 +31,7 @@ MESH_AXES = ("data", "fsdp", "tensor")
 Rules = Sequence[tuple[str, Any]]
 
 
-def mesh_shape(mesh_cfg: Mapping[str, int], num_devices: int) -> dict[str, int]:
-  """Resolves the config's mesh sizes ({"data": -1, "fsdp": 4, ...}; one -1 at most)."""
+def _configured_sizes(mesh_cfg: Mapping[str, int]) -> dict[str, int]:
   sizes = {axis: int(mesh_cfg.get(axis, 1)) for axis in MESH_AXES}
   unknown = sorted(set(mesh_cfg) - set(MESH_AXES))
   if unknown:
@@ -39,6 +39,16 @@ def mesh_shape(mesh_cfg: Mapping[str, int], num_devices: int) -> dict[str, int]:
   fill = [a for a, s in sizes.items() if s == -1]
   if len(fill) > 1:
     raise ValueError(f"only one mesh axis may be -1, got {fill}")
+  bad = [a for a, s in sizes.items() if s == 0 or s < -1]
+  if bad:
+    raise ValueError(f"mesh axes {bad} must be positive sizes (or -1 for one of them)")
+  return sizes
+
+
+def mesh_shape(mesh_cfg: Mapping[str, int], num_devices: int) -> dict[str, int]:
+  """Resolves the config's mesh sizes ({"data": -1, "fsdp": 4, ...}; one -1 at most)."""
+  sizes = _configured_sizes(mesh_cfg)
+  fill = [a for a, s in sizes.items() if s == -1]
   known = math.prod(s for s in sizes.values() if s != -1)
   if fill:
     if num_devices % known:
@@ -49,6 +59,26 @@ def mesh_shape(mesh_cfg: Mapping[str, int], num_devices: int) -> dict[str, int]:
     raise ValueError(f"mesh {sizes} needs {math.prod(sizes.values())} devices but "
                      f"{num_devices} are available; change config.mesh")
   return sizes
+
+
+def fit_mesh_shape(mesh_cfg: Mapping[str, int], num_devices: int) -> dict[str, int]:
+  """The config's mesh sizes fitted to `num_devices` (inference on other devices than a run
+  trained on): `mesh_shape` where it fits; otherwise "tensor", then "fsdp", keep the largest
+  size dividing both their configured size (a -1 asks for all devices left) and the devices
+  left, and "data" takes the rest. A run trained with fsdp=8 gets fsdp=1 on one device,
+  fsdp=4 on four, and fsdp=4, data=3 on twelve."""
+  configured = _configured_sizes(mesh_cfg)
+  try:
+    return mesh_shape(mesh_cfg, num_devices)
+  except ValueError:
+    pass
+  sizes, left = {}, num_devices
+  for axis in ("tensor", "fsdp"):
+    wanted = configured[axis]
+    sizes[axis] = math.gcd(left if wanted == -1 else wanted, left)
+    left //= sizes[axis]
+  sizes["data"] = left
+  return {axis: sizes[axis] for axis in MESH_AXES}
 
 
 def make_mesh(mesh_cfg: Mapping[str, int], devices=None) -> Mesh:

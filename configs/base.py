@@ -9,7 +9,7 @@ from configs import common
 
 def get_config(arg=None):
   args = common.parse_arg(arg, fsdp=1, tensor=1)
-  c = common.base_config()
+  c = common.base_config()  # Locked: a misspelt key below raises.
   c.model.variant = "base"
   c.total_steps = 200_000
   c.log_every_steps = 50
@@ -30,6 +30,6 @@ def get_config(arg=None):
   c.optim.learning_rate = 2e-4
   c.optim.warmup_steps = 5_000
   c.optim.weight_decay = 0.05
-  c.mesh = common.mesh_config(data=-1, fsdp=args.fsdp, tensor=args.tensor)
-  c.lock()
+  c.mesh.fsdp = args.fsdp  # data stays -1: the devices left after fsdp and tensor.
+  c.mesh.tensor = args.tensor
   return c

@@ -1,7 +1,10 @@
 """Shared config blocks: `:arg` parsing, mesh, logical-axis rules, tasks, optimizer, schedule.
 
 Every experiment config calls `base_config()` and then changes values; every key exists here
-with a one-line comment, so a misspelt `--config.key=value` override fails naming the key.
+with a one-line comment. `base_config()` returns the config locked, so a misspelt key fails
+naming it, whether in a `--config.key=value` override or in a config file's own assignments
+(`c.optim.warmup_step = 3` raises). A config that deliberately adds a key does it inside
+`with c.unlocked():`.
 """
 
 from __future__ import annotations
@@ -64,7 +67,8 @@ LOGICAL_AXIS_RULES = (
 
 
 def base_config() -> ml_collections.ConfigDict:
-  """The complete key set with defaults. Experiment configs override values, never add keys."""
+  """The complete key set with defaults, locked. Experiment configs override values; a key is
+  added only inside `with c.unlocked():`."""
   c = ml_collections.ConfigDict()
   c.seed = 0  # Seeds parameters, data order, augmentation and dropout.
   c.total_steps = 1000  # Number of optimizer steps.
@@ -157,6 +161,7 @@ def base_config() -> ml_collections.ConfigDict:
   # Sharding.
   c.mesh = mesh_config()
   c.logical_axis_rules = LOGICAL_AXIS_RULES  # Logical axis -> mesh axes (one table).
+  c.lock()
   return c
 
 

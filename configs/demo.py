@@ -29,7 +29,7 @@ STEPS = 800
 
 def get_config(arg=None):
   args = common.parse_arg(arg, steps=STEPS)
-  c = common.base_config()
+  c = common.base_config()  # Locked: a misspelt key below raises.
   c.model.variant = "demo"
   c.model.dropout_rate = 0.0
   c.model.audio_patch_bins = 64
@@ -57,5 +57,4 @@ def get_config(arg=None):
   c.loss.event_weight = 1.0
   c.optim.warmup_steps = 30
   c.optim.learning_rate = 1e-3
-  c.lock()
   return c

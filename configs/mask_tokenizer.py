@@ -16,7 +16,8 @@ VARIANTS = ("base", "demo", "tiny")
 
 
 def base_config() -> ml_collections.ConfigDict:
-  """The complete key set with the `base` values; variants override values, never add keys."""
+  """The complete key set with the `base` values, locked: variants override values, and a
+  misspelt key raises (a key is added only inside `with c.unlocked():`)."""
   c = ml_collections.ConfigDict()
   c.variant = "base"  # Name of the variant these values came from.
   c.seed = 0  # Seeds parameters, restarts, data split, order and augmentation.
@@ -72,6 +73,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval = ml_collections.ConfigDict()
   c.eval.batch_size = 256  # Masks per evaluation call.
   c.eval.train_subset = 512  # Training masks whose reconstruction mIoU is also reported (0: none).
+  c.lock()
   return c
 
 
@@ -80,7 +82,7 @@ def get_config(arg=None):
   if args.variant not in VARIANTS:
     raise ValueError(f"configs/mask_tokenizer.py: variant {args.variant!r} is not one of "
                      f"{VARIANTS}")
-  c = base_config()
+  c = base_config()  # Locked: a misspelt key below raises.
   c.variant = args.variant
   if args.variant == "demo":  # Demo AVS masks (small objects): about 125 CPU-seconds.
     # Measured with the demo masks (907 train, 101 held out; 720 val+test masks as --eval_masks)
@@ -146,5 +148,4 @@ def get_config(arg=None):
     c.model.search_candidates = 4
     c.eval.batch_size = 64
     c.eval.train_subset = 64
-  c.lock()
   return c

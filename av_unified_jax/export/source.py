@@ -1,11 +1,13 @@
 """What an export is made from: a trained run's model, parameters, tokenizer and mask tokenizer.
 
     source = load_source("W", step=None)   # the run's checkpoint `step` (default: the latest)
+    source = load_source("W", overrides={"mesh.fsdp": 1})  # onto another mesh than fitted
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +28,12 @@ class Source:
   step: int = 0
 
 
-def load_source(workdir: str | Path, step: int | None = None) -> Source:
-  """The run in `workdir` (config, tokenizer, checkpoint `step` or the latest, mask tokenizer)."""
-  run = runs.load_run(workdir, step)
+def load_source(workdir: str | Path, step: int | None = None,
+                overrides: Mapping[str, Any] | None = None) -> Source:
+  """The run in `workdir` (config, tokenizer, checkpoint `step` or the latest, mask tokenizer),
+  restored onto whatever devices are present (`runs.inference_mesh`; `overrides` may set
+  mesh.* only, see `runs.OVERRIDES`)."""
+  run = runs.load_run(workdir, step, overrides, mode="export")
   mask = run.mask_decoder
   return Source(run.model, run.params, run.tokenizer, mask.cfg if mask else None,
                 mask.variables if mask else None, run.config, str(workdir), int(run.step))
