@@ -28,7 +28,7 @@ import numpy as np
 from etils import epath
 from PIL import Image
 
-from av_unified_jax import paths, plots, runs, sharding
+from av_unified_jax import atomic, paths, plots, runs, sharding
 from av_unified_jax.data import media as media_lib
 from av_unified_jax.data import pipeline, schema, shards
 from av_unified_jax.data.params import ConvertParams
@@ -175,7 +175,7 @@ def predict(workdir: str | Path, video: str | Path, task: str, out_dir: str | Pa
   out_dir.mkdir(parents=True, exist_ok=True)
   record = {"task": task, "video": str(video), "workdir": str(workdir), "step": run.step,
             "valid_seconds": media.num_segments, **answer}
-  (out_dir / "prediction.json").write_text(json.dumps(record, indent=1) + "\n")
+  atomic.write_text(out_dir / "prediction.json", json.dumps(record, indent=1) + "\n")
   plots.draw_prediction(task, record, media.frames, outputs, out_dir)
   return record
 

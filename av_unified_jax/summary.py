@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from av_unified_jax import models, paths, sharding
+from av_unified_jax import atomic, models, paths, sharding
 from av_unified_jax.models import losses
 
 
@@ -128,7 +128,7 @@ def run(config, flags, **_) -> int:
   if workdir:
     path = paths.as_path(workdir) / "summary.json"  # Local or a URL (gs://...).
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(s, indent=1, default=_json_default))
+    atomic.write_text(path, json.dumps(s, indent=1, default=_json_default))
     print(f"wrote {path}")
   return 0
 

@@ -166,14 +166,21 @@ def test_gs_workdir_reaches_orbax_writers_and_tokenizer_unmangled(bucket, monkey
 def test_export_to_gs_is_staged_locally_then_copied(bucket, monkeypatch):
   staged = []
 
-  def export_workdir(workdir, export_dir, step, dtype):
+  def export_workdir(workdir, export_dir, step, dtype, overrides=None):
     assert not paths.is_url(export_dir)  # safetensors and torch get a local directory.
+    assert overrides == {"mesh.fsdp": 1}  # Passed on to the staged export.
     staged.append(export_dir)
     (paths.as_path(export_dir) / "model.safetensors").write_bytes(b"weights")
+    (paths.as_path(export_dir) / "config.json").write_text("{}")
     source = types.SimpleNamespace(mask_config=object())
     return source, {"step": 3, "n_params": 1}
 
   monkeypatch.setattr(exporter, "export_workdir", export_workdir)
-  assert exporter.run("W", "gs://bucket/export", dtype="float32") == 0
-  assert (bucket.root / "bucket" / "export" / "model.safetensors").read_bytes() == b"weights"
+  assert exporter.run("W", "gs://bucket/export", dtype="float32",
+                      overrides={"mesh.fsdp": 1}) == 0
+  exported = bucket.root / "bucket" / "export"
+  assert (exported / "model.safetensors").read_bytes() == b"weights"
+  # config.json (what marks an export whole) is copied last.
+  assert (exported / "config.json").stat().st_mtime_ns >= \
+      (exported / "model.safetensors").stat().st_mtime_ns
   assert not os.path.exists(staged[0])  # The staging directory is removed.

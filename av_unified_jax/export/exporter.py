@@ -27,7 +27,7 @@ import numpy as np
 import torch  # Optional dependency: torch (CPU build) is needed by the export only.
 from safetensors.torch import save_file
 
-from av_unified_jax import paths, runs, tokens
+from av_unified_jax import atomic, paths, runs, tokens
 from av_unified_jax.export import mapping
 from av_unified_jax.export import modeling_av_unified as tm
 from av_unified_jax.export import verify as verify_lib
@@ -60,7 +60,7 @@ def run(workdir: str | Path, export_dir: str | Path, step: int | None = None,
   if dtype not in DTYPES:
     raise ExportError(f"--dtype={dtype}: use one of {DTYPES}")
   if paths.is_url(export_dir):  # safetensors and torch read and write local files only.
-    return _run_staged(workdir, export_dir, step, dtype, verify)
+    return _run_staged(workdir, export_dir, step, dtype, verify, overrides)
   try:
     source, summary = export_workdir(workdir, export_dir, step, dtype, overrides)
   except (runs.RunError, mapping.MappingError, FileNotFoundError) as e:
@@ -80,14 +80,15 @@ def run(workdir: str | Path, export_dir: str | Path, step: int | None = None,
   return 0
 
 
-def _run_staged(workdir, export_dir, step, dtype: str, verify: bool) -> int:
+def _run_staged(workdir, export_dir, step, dtype: str, verify: bool, overrides=None) -> int:
   """`run` into a local temporary directory, then its files copied to the URL `export_dir`."""
   with tempfile.TemporaryDirectory(prefix="av_unified_export_") as stage:
-    code = run(workdir, stage, step, dtype, verify)
+    code = run(workdir, stage, step, dtype, verify, overrides)
     target = paths.as_path(export_dir)
     target.mkdir(parents=True, exist_ok=True)
-    for f in sorted(Path(stage).iterdir()):
-      (target / f.name).write_bytes(f.read_bytes())
+    files = sorted(Path(stage).iterdir(), key=lambda f: (f.name == CONFIG_FILE, f.name))
+    for f in files:  # config.json last, as in `export_source`.
+      atomic.write_bytes(target / f.name, f.read_bytes())
   print(f"copied the export to {target}", file=sys.stderr)
   return code
 
@@ -137,11 +138,13 @@ def export_source(source: Source, export_dir: str | Path, dtype: str = "float32"
       "source": {"workdir": str(paths.as_path(source.workdir)) if source.workdir else "",
                  "step": source.step},
   }
-  (out / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
   shutil.copyfile(Path(__file__).with_name(MODELING_FILE), out / MODELING_FILE)
-  (out / README_FILE).write_text(readme_text(source, names, dtype))
+  atomic.write_text(out / README_FILE, readme_text(source, names, dtype))
   for name in (MODEL_FILE, GRAMMARS_FILE):  # safetensors writes owner-only files.
     (out / name).chmod(0o644)
+  # config.json last and atomically: `from_pretrained` needs it, so an export cut short by a
+  # crash is never taken for a whole one.
+  atomic.write_text(out / CONFIG_FILE, json.dumps(config, indent=2, sort_keys=True) + "\n")
   n_params = int(sum(v.size for v in weights.values()))
   return {"export_dir": str(out), "step": source.step, "n_params": n_params, "dtype": dtype,
           "files": sorted(p.name for p in out.iterdir())}
