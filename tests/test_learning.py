@@ -9,6 +9,7 @@ for training and scoring both, so that every task's output is trained directly: 
 scored from the decoded parse and SSL from the decoded box.
 """
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -30,7 +31,12 @@ def demo(tmp_path_factory):
 
   out = tmp_path_factory.mktemp("learn_demo")
   sizes = demo_lib.Sizes(train=1, val=1, test=CLIPS, test_novel=1)
-  demo_lib.build_raw(out, sizes, image_size=32, seed=0, workers=2)
+  # One MUSIC-AVQA video among the test clips (the default layout makes half as many videos
+  # as clips, two here): its questions are few enough for the tiny model to learn them all.
+  one_video = dataclasses.replace(demo_lib.LAYOUTS["music_avqa"], split_per_clip=())
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setitem(demo_lib.LAYOUTS, "music_avqa", one_video)
+    demo_lib.build_raw(out, sizes, image_size=32, seed=0, workers=2)
   demo_lib.convert_all(out, 32, workers=2)
   return out
 
@@ -103,7 +109,8 @@ def test_losses_fall_and_ave_avvp_avqa_beat_the_baselines_on_their_clips(trained
     assert margin(rows[task]) >= points, rows[task]
   # AVQA: one video's questions, whose answers the per-type baseline, fitted on these same
   # clips, also knows; the model must answer (nearly) all of them.
-  assert rows["avqa"]["model"] >= 0.9, rows["avqa"]
+  avqa = {k: rows["avqa"][k] for k in ("model", "baseline")}
+  assert avqa["model"] >= 0.9, avqa
 
 
 @pytest.mark.xfail(strict=True, reason="known gap (README Status): in this budget the SSL box "
