@@ -54,7 +54,11 @@ def train(config, flags, **_) -> int:
 
 def _quiet_library_logs(flags) -> None:
   """Library INFO logs (orbax reports every save) only with an explicit --verbosity."""
-  if "verbosity" in flags and not flags["verbosity"].present:
+  try:
+    explicit = flags["verbosity"].present
+  except (KeyError, TypeError, AttributeError):
+    return  # Not parsed by main.py (e.g. a namespace in tests): logging as it is.
+  if not explicit:
     logging.set_verbosity(logging.WARNING)
 
 
