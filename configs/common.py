@@ -101,6 +101,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.train_split = "train"  # Split used for training.
   c.data.eval_split = "test"  # Split used for evaluation.
   c.data.mel_shift = 0  # Training: random shift of the log-mel by up to this many mel bins.
+  # Training augmentation (each task's crops, flips and SpecAugment, and mel_shift); False:
+  # training clips are cut as in evaluation (memorization checks, debugging).
+  c.data.augment = True
   c.data.synthetic = False  # Train on deterministic random batches (tests, speed checks).
 
   # Task mixture: per task, the converted dataset it reads and its sampling weight.

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from av_unified_jax import tokens
-from av_unified_jax.data import decode_masks, pipeline, shards, tasks
+from av_unified_jax.data import decode_masks, pipeline, shards, tasks, transforms
 from av_unified_jax.mask_tokenizer.mask_codes import MaskCodeTable
 from configs import tiny
 from test_pipeline_shards import write_tiny_datasets
@@ -147,6 +147,40 @@ def test_ssl_training_clips_without_boxes_have_zero_target_weight(data, tok):
   check_common(batch, "ssl", tok, config)
   assert batch["target_weights"].sum() == 0 and batch["segment_mask"].all()
   assert not batch["has_focus_map"].any() and not batch["focus_map"].any()
+
+
+@pytest.mark.parametrize("augment", [True, False])
+def test_ssl_clips_with_boxes_train_the_box_tokens_and_the_map(data, tok, augment):
+  """VGG-SS clips with boxes (here its test split, trained on): the union box becomes the
+  target and the boxes, painted as a mask, the focus map; both follow the crop and flip.
+  Without augmentation the target is the stored union box itself."""
+  root, uids = data
+  config = make_config(root, {"ssl": 1}, train_split="test", augment=augment)
+  batch = next(pipeline.make_train_iterator(config, tok, process_index=0, process_count=1))
+  n = check_common(batch, "ssl", tok, config)
+  assert batch["has_focus_map"].all() and (n == 5).all()
+  source = shards.open_split(root / "vggss", "test")
+  g = tasks.MAP_GRID
+  for row, uid in enumerate(uid_of(batch)):
+    x0, y0, x1, y1 = tok.decode_target("ssl", batch["target_tokens"][row])
+    cells = batch["focus_map"][row]
+    inside = np.zeros((g, g), bool)
+    inside[int(np.floor(y0 * g)):int(np.ceil(y1 * g)), int(np.floor(x0 * g)):int(np.ceil(x1 * g))] = 1
+    assert cells[inside].sum() > 0 and cells[~inside].sum() < 0.05 * cells.sum(), row
+    if not augment:
+      stored = source[uids[("vggss", "test")].index(uid)]["boxes"]
+      union = transforms.union_box(transforms.clean_boxes(stored))
+      np.testing.assert_allclose([x0, y0, x1, y1], union, atol=1.01 / tok.layout.num_loc_bins)
+
+
+def test_boxes_mask_paints_every_clean_box():
+  mask = tasks.boxes_mask(np.array([[0.0, 0.0, 0.25, 0.5], [0.5, 0.5, 1.0, 1.0],
+                                    [0.2, 0.2, 0.1, 0.1]]), size=8)  # the last is corrupt
+  expected = np.zeros((8, 8), bool)
+  expected[0:4, 0:2] = True
+  expected[4:8, 4:8] = True
+  np.testing.assert_array_equal(mask, expected)
+  assert tasks.boxes_mask(np.zeros((0, 4))) is None
 
 
 def test_avs_batches_pad_to_t_and_take_codes(data, tok):

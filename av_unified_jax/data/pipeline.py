@@ -149,7 +149,7 @@ def example_transforms(config, task: str, tokenizer, *, train: bool,
   select = transforms.SelectSegments(int(config.data.num_segments), sample=spec.sample,
                                      mask_frame=task == "avs", train=train)
   clip_ops = transforms.clip_transforms(int(config.data.image_size),
-                                        spec.augment if train else None,
+                                        spec.augment if train and config.data.augment else None,
                                         mel_shift=int(config.data.mel_shift))
   tokens_op = tasks.TaskTokens(task, tokenizer, int(config.tokens.max_prompt_len),
                                int(config.tokens.max_target_len), train=train,

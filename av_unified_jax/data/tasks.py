@@ -21,7 +21,8 @@ every real token including <eos>, 0 on padding and on the whole target when it i
         `max_prompt_len` is cut (the task token is kept).
   ssl   the union of the frame's clean boxes (corrupt and zero-area boxes dropped) after the
         crop/flip -> 4 location tokens. No box (VGG-SS training clips) -> zero weights: the
-        clip still trains the contrastive loss.
+        clip still trains the contrastive loss. Where boxes exist, they also give the focus
+        frame's map target (`focus_map`: the boxes painted as a mask), as AVS masks do.
   avs   the prompt names the focus second k; target = `mask_codes(example_id, k)` (int[Kh, Kw]
         codes of that frame's stored mask, precomputed with the mask tokenizer). None (or no
         `mask_codes`, or no mask at k) -> zero weights. Tokens of the table's background code
@@ -44,7 +45,7 @@ from etils import epath
 from PIL import Image
 
 from av_unified_jax import tokens
-from av_unified_jax.data import records, shards
+from av_unified_jax.data import records, shards, transforms
 from av_unified_jax.data.transforms import Augment, union_box
 
 TASK_ORDER = tokens.TASKS  # task_id indexes this tuple
@@ -235,8 +236,8 @@ class ModelExample:
     frames uint8[T, S, S, 3], log_mel float32[T, F, M], segment_mask bool[T],
     prompt_tokens int32[Lp], target_tokens int32[Lt], target_weights float32[Lt],
     task_id int32[], weak_labels float32[C], has_weak bool[], focus_segment int32[],
-    focus_map float32[G, G] (fraction of each cell covered by the focus frame's mask, AVS;
-    zeros elsewhere), has_focus_map bool[], event_segments float32[T] (1 in the seconds of
+    focus_map float32[G, G] (fraction of each cell covered by the focus frame's mask, AVS, or
+    by its boxes, SSL with boxes; zeros elsewhere), has_focus_map bool[], event_segments float32[T] (1 in the seconds of
     the clip's event where its class is a MIL weak label: AVE), has_event_segments bool[]
   and with `eval_fields`: example_index int32[] (position in the split's source, see
   `ShardSource`), frame_index int32[] (AVS: the stored frame of the target mask, else -1),
@@ -263,7 +264,10 @@ class ModelExample:
         "weak_labels": clip["weak_labels"], "has_weak": np.bool_(clip["has_weak"]),
         "focus_segment": np.int32(clip["focus"]),
     }
-    out["focus_map"], out["has_focus_map"] = focus_map(clip.get("mask"))
+    mask = clip.get("mask")
+    if mask is None and len(clip.get("boxes", ())):
+      mask = boxes_mask(clip["boxes"])
+    out["focus_map"], out["has_focus_map"] = focus_map(mask)
     start, end = clip.get("event_span", (0, 0))
     out["event_segments"] = ((np.arange(t) >= start) & (np.arange(t) < end)).astype(np.float32)
     out["has_event_segments"] = np.bool_(end > start)
@@ -271,6 +275,18 @@ class ModelExample:
       out.update(example_index=np.int32(clip["example_index"]),
                  frame_index=np.int32(clip["mask_frame"]), valid=np.bool_(True))
     return out
+
+
+def boxes_mask(boxes: np.ndarray, size: int = 8 * MAP_GRID) -> np.ndarray | None:
+  """Normalized boxes float[B, 4] (x0, y0, x1, y1) -> bool[size, size], True inside any box
+  (None when no box is left after cleaning)."""
+  boxes = transforms.clean_boxes(boxes)
+  if not len(boxes):
+    return None
+  centres = (np.arange(size) + 0.5) / size  # [size] pixel centres
+  inside_x = (centres >= boxes[:, None, 0]) & (centres < boxes[:, None, 2])  # [B, size]
+  inside_y = (centres >= boxes[:, None, 1]) & (centres < boxes[:, None, 3])  # [B, size]
+  return np.any(inside_y[:, :, None] & inside_x[:, None, :], axis=0)  # [size, size]
 
 
 def focus_map(mask: np.ndarray | None, grid: int = MAP_GRID) -> tuple[np.ndarray, np.bool_]:
