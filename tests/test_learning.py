@@ -1,16 +1,19 @@
 """Learning smoke test: the tiny model, trained on a few fixed demo clips of every task, drives
-the task losses well below their first values and then scores AVE and AVVP far above the
-trivial baselines on those same clips, and answers their AVQA questions. A model or loss that
-cannot learn fails here (about 80 s on 2 cores, the demo build included). SSL boxes and AVS
-masks do not beat their baselines yet even here: a strict xfail records that gap.
+the task losses well below their first values and then scores every task far above the
+trivial baselines on those same clips (AVE, AVVP, SSL from the decoded box, AVS from the decoded
+mask codes; AVQA answers its video's questions). A model or loss that cannot learn fails here
+(under a minute on 2 cores, the demo build included).
 
 The clips are the demo's `test` split (dense labels for every task, boxes for VGG-SS), used
-for training and scoring both, so that every task's output is trained directly: AVVP is
-scored from the decoded parse and SSL from the decoded box.
+for training and scoring both, without augmentation, so that every task's output is trained
+directly: AVVP is scored from the decoded parse and SSL from the decoded box.
 """
 
 import dataclasses
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,9 +23,13 @@ from av_unified_jax import evaluate, main_job, runs, train
 from av_unified_jax.evaluation.evaluator import RESULTS_FILE
 from configs import mask_tokenizer as mt_configs
 from configs import tiny
+import train_helpers
 
 CLIPS = 4  # Test clips per layout (MUSIC-AVQA: one video, up to nine questions).
 STEPS = 150
+# Mask codes: few, so that a few training masks use each one several times (with 512, each
+# object cell of each mask got a code of its own, which 150 steps cannot learn).
+CODES = 32
 
 
 @pytest.fixture(scope="module")
@@ -50,12 +57,19 @@ def learning_config(demo: Path):
   c.log_every_steps = 10
   c.eval_every_steps = STEPS
   c.checkpoint_every_steps = STEPS
+  c.data.augment = False  # The clips as scored: a fixed target per clip to learn.
   c.optim.learning_rate = 3e-3
   c.optim.warmup_steps = 10
   c.eval.max_examples = 0
   c.eval.avvp_source = "decoded"
   c.eval.ssl_source = "box"
+  # The demo's AVS recipe (configs/demo.py): S4 and MS3, token weight 2, background 0.3.
   c.tasks.avs.extra_train_datasets = ("avsbench_ms3",)
+  c.tasks.avs.loss_weight = 2.0
+  c.loss.avs_background_weight = 0.3
+  c.loss.map_weight = 2.0
+  c.eval.avs_foreground_threshold = 0.2
+  c.tokens.num_mask_codes = CODES
   c.lock()
   return c
 
@@ -63,10 +77,10 @@ def learning_config(demo: Path):
 def tokenizer_config():
   c = mt_configs.get_config("tiny")
   c.unlock()
-  c.model.grid = 8  # The token layout's 8x8 AVS grid, 512 codes.
-  c.model.codebook_size = 512
+  c.model.grid = 8  # The token layout's 8x8 AVS grid.
+  c.model.codebook_size = CODES
   c.model.channels = (8, 16)
-  c.total_steps = 40
+  c.total_steps = 60
   c.data.num_synthetic = 64
   c.data.num_synthetic_eval = 16
   c.eval.train_subset = 0
@@ -74,11 +88,10 @@ def tokenizer_config():
   return c
 
 
-@pytest.fixture(scope="module")
-def trained(demo, tmp_path_factory):
-  """Trains on the fixed clips and scores them: (per-task losses [(first, last)], rows)."""
+def learn(demo: Path, work: Path) -> dict:
+  """Trains on the fixed clips and scores them: {"losses": {task: [first, last]}, "rows":
+  {task: headline row}} (the last loss is the mean of the last three logged)."""
   config = learning_config(demo)
-  work = tmp_path_factory.mktemp("learn_run")
   main_job.train_mask_tokenizer(config, work, tokenizer_config(), log=lambda s: None)
   assert train.train_and_evaluate(config, work, make_evaluate_fn=evaluate.make_evaluate_fn,
                                   progress=False) == 0
@@ -91,21 +104,44 @@ def trained(demo, tmp_path_factory):
   results = json.loads((runs.eval_dir(work, STEPS) / RESULTS_FILE).read_text())
   base = main_job.baseline_scores(config, work, log=lambda s: None)
   rows = {r["task"]: r for r in main_job.result_rows(results, base) if r["primary"]}
-  return losses, rows
+  return {"losses": losses, "rows": rows}
+
+
+@pytest.fixture(scope="module")
+def trained(demo, tmp_path_factory):
+  """`learn` in a process of its own with one CPU device: on the 8 fake devices of the test
+  process every step would be split eight ways on two cores, a third slower."""
+  work = tmp_path_factory.mktemp("learn_run")
+  env = train_helpers.subprocess_env(devices=1)
+  env["PYTHONPATH"] = os.pathsep.join([str(train_helpers.ROOT), env.get("PYTHONPATH", "")])
+  done = subprocess.run([sys.executable, __file__, str(demo), str(work)], env=env,
+                        cwd=train_helpers.ROOT, capture_output=True, text=True, check=False)
+  assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+  out = json.loads((work / "learning.json").read_text())
+  return out["losses"], out["rows"]
 
 
 def margin(row) -> float:
   return 100 * (row["model"] - row["baseline"])
 
 
-def test_losses_fall_and_ave_avvp_avqa_beat_the_baselines_on_their_clips(trained):
-  losses, rows = trained
-  for task, fraction in (("ave", 0.5), ("avvp", 0.6), ("avqa", 0.5), ("map", 0.6),
-                         ("avs", 0.75)):
+def test_every_task_loss_falls(trained):
+  losses, _ = trained
+  for task, fraction in (("ave", 0.5), ("avvp", 0.5), ("avqa", 0.5), ("ssl", 0.5),
+                         ("avs", 0.6)):
     first, last = losses[task]
     assert last < fraction * first, (task, first, last)
-  # Margins, in points, on the clips the model trained on.
-  for task, points in (("ave", 30), ("avvp", 15)):
+  # The map's cross-entropy cannot fall below the entropy of its target (a mask or box spread
+  # over many cells), so it is held to less.
+  first, last = losses["map"]
+  assert last < 0.75 * first, ("map", first, last)
+
+
+def test_every_task_beats_the_baselines_on_its_clips(trained):
+  _, rows = trained
+  # Margins, in points, on the clips the model trained on (four clips per task: SSL moves in
+  # steps of 25 points).
+  for task, points in (("ave", 30), ("avvp", 15), ("ssl", 50), ("avs", 10)):
     assert margin(rows[task]) >= points, rows[task]
   # AVQA: one video's questions, whose answers the per-type baseline, fitted on these same
   # clips, also knows; the model must answer (nearly) all of them.
@@ -113,10 +149,6 @@ def test_losses_fall_and_ave_avvp_avqa_beat_the_baselines_on_their_clips(trained
   assert avqa["model"] >= 0.9, avqa
 
 
-@pytest.mark.xfail(strict=True, reason="known gap (README Status): in this budget the SSL box "
-                   "tokens and the AVS mask codes are not learned yet, even on four clips; "
-                   "strict, so that the day they are, this test says so")
-def test_ssl_boxes_and_avs_masks_beat_the_baselines_on_their_clips(trained):
-  losses, rows = trained
-  assert losses["ssl"][1] < 0.6 * losses["ssl"][0], losses["ssl"]
-  assert margin(rows["ssl"]) >= 15 and margin(rows["avs"]) >= 10, (rows["ssl"], rows["avs"])
+if __name__ == "__main__":  # The `trained` fixture's process: python test_learning.py DEMO WORK
+  demo_dir, work_dir = Path(sys.argv[1]), Path(sys.argv[2])
+  (work_dir / "learning.json").write_text(json.dumps(learn(demo_dir, work_dir)))
