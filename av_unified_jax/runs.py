@@ -39,7 +39,7 @@ __all__ = ["CHECKPOINT_DIR", "CONFIG_FILE", "EVAL_DIR", "EVAL_OVERRIDES", "MASK_
            "OVERRIDES", "TOKENIZER_DIR", "AbstractState", "Run", "RunError", "abstract_state",
            "apply_overrides", "build_model", "check_eval_overrides", "check_overrides",
            "eval_dir", "inference_mesh", "load_mask_decoder", "load_run", "load_run_config",
-           "make_init_fn"]
+           "make_init_fn", "model_config"]
 
 
 def eval_dir(workdir: epath.PathLike, step: int) -> epath.Path:
@@ -47,14 +47,19 @@ def eval_dir(workdir: epath.PathLike, step: int) -> epath.Path:
 
 
 # ----------------------------------------------------------------------------- model and state
-def build_model(config, vocab_size: int, num_classes: int):
-  """`models.AVUnified` for `config.model` with the data's vocabulary and class count."""
+def model_config(config, vocab_size: int, num_classes: int) -> models.ModelConfig:
+  """The `ModelConfig` of `config.model` with the data's vocabulary and class count (and, unless
+  set, the layout's <avs> as the task token of the cell queries)."""
   overrides = {}
   if config.model.get("mask_task_token") is None:  # The layout's <avs>: AVS gets cell queries.
     overrides["mask_task_token"] = tokens.VocabLayout().task_token("avs")
-  cfg = models.model_config_from(config.model, vocab_size=vocab_size,
-                                 num_mil_classes=num_classes, **overrides)
-  return models.AVUnified(cfg)
+  return models.model_config_from(config.model, vocab_size=vocab_size,
+                                  num_mil_classes=num_classes, **overrides)
+
+
+def build_model(config, vocab_size: int, num_classes: int):
+  """`models.AVUnified` for `config.model` with the data's vocabulary and class count."""
+  return models.AVUnified(model_config(config, vocab_size, num_classes))
 
 
 def make_init_fn(model, tx, batch_spec: Mapping[str, jax.ShapeDtypeStruct]):

@@ -18,7 +18,7 @@ import time
 import jax
 import numpy as np
 
-from av_unified_jax import checkpointing, models, runs, steps, synthetic
+from av_unified_jax import checkpointing, runs, steps, synthetic
 from benchmarks import timing, torch_side
 
 NUM_CLASSES = 25  # Weak-label classes (LLP).
@@ -44,9 +44,9 @@ def load_config(name: str, batch_size: int):
 
 
 def model_config(config, vocab_size: int):
-  """The ModelConfig of `config` with the vocabulary and LLP's class count."""
-  return models.model_config_from(config.model, vocab_size=vocab_size,
-                                  num_mil_classes=NUM_CLASSES)
+  """The ModelConfig of `config` with the vocabulary and LLP's class count, as training
+  builds it (`runs.model_config`)."""
+  return runs.model_config(config, vocab_size, NUM_CLASSES)
 
 
 def make_batch(config, cfg, vocab_size: int) -> dict[str, np.ndarray]:
@@ -108,15 +108,27 @@ def measure_setting(setting: Setting, vocab_size: int, threads: int,
   work = k * setting.batch_size
   jax_rate = timing.rate_stats(seconds["jax"], work, "examples/s")
   torch_rate = timing.rate_stats(seconds["torch"], work, "examples/s")
+  same = same_loss(jax_trainer.first_loss, torch_trainer.first_loss)
   return {
       "variant": config.model.variant, "config": f"configs/{setting.config}.py",
       "batch_size": setting.batch_size, "image_size": config.data.image_size,
       "num_segments": config.data.num_segments, "steps_per_repeat": k,
       "jax": jax_rate, "torch": torch_rate,
-      "jax_over_torch": timing.paired_ratio(jax_rate, torch_rate),
+      # No ratio when the two sides do not compute the same loss: it would compare other work.
+      "jax_over_torch": timing.paired_ratio(jax_rate, torch_rate) if same else None,
+      "same_first_loss": same,
       "jax_compile_s": jax_trainer.compile_s,
       "first_loss": {"jax": jax_trainer.first_loss, "torch": torch_trainer.first_loss},
   }
+
+
+# The first losses of the two sides must agree to this relative tolerance for a ratio.
+LOSS_RTOL = 1e-5
+
+
+def same_loss(jax_loss: float, torch_loss: float, rtol: float = LOSS_RTOL) -> bool:
+  """Whether the two first losses agree (|a - b| <= rtol * max(1, |a|))."""
+  return abs(jax_loss - torch_loss) <= rtol * max(1.0, abs(jax_loss))
 
 
 def measure(settings: list[Setting], vocab_size: int, threads: int,

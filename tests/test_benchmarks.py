@@ -5,11 +5,13 @@ import copy
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from av_unified_jax import steps
 from av_unified_jax.models import losses
 from benchmarks import fsdp_memory, report, run, timing
 
@@ -98,13 +100,15 @@ def test_interleaved_alternates_calls():
 
 
 # ----------------------------------------------------------------------------- summary
-def test_summary_has_exactly_the_four_ratios():
+def test_summary_has_exactly_the_five_ratios():
   summary = report.summarize(fake_results()["measurements"])
   assert tuple(summary) == report.SUMMARY_KEYS == (
       "train_step_speed_jax_over_torch", "decode_speedup_cached_over_uncached",
-      "pipeline_rate_over_train_consumption", "fsdp8_bytes_over_ideal")
+      "decode_speed_jax_over_torch", "pipeline_rate_over_train_consumption",
+      "fsdp8_bytes_over_ideal")
   assert summary["train_step_speed_jax_over_torch"] == pytest.approx(2.0)  # demo, not tiny
   assert summary["decode_speedup_cached_over_uncached"] == pytest.approx(4.0)
+  assert summary["decode_speed_jax_over_torch"] == pytest.approx(2.0)
   assert summary["pipeline_rate_over_train_consumption"] == pytest.approx(120.0 / 20.0)
   assert summary["fsdp8_bytes_over_ideal"] == pytest.approx(110 / 100)
 
@@ -132,7 +136,8 @@ def test_summary_of_skipped_measurements_is_none():
 
 
 @pytest.mark.parametrize("key,value,holds", [
-    ("train_step_speed_jax_over_torch", 0.9, False), ("train_step_speed_jax_over_torch", 1.0, True),
+    ("train_step_speed_jax_over_torch", 1.4, False), ("train_step_speed_jax_over_torch", 1.5, True),
+    ("decode_speed_jax_over_torch", 1.9, False), ("decode_speed_jax_over_torch", 2.0, True),
     ("decode_speedup_cached_over_uncached", 2.9, False),
     ("pipeline_rate_over_train_consumption", 5.0, True),
     ("fsdp8_bytes_over_ideal", 1.16, False), ("fsdp8_bytes_over_ideal", 1.01, True),
@@ -154,6 +159,24 @@ def test_render_shows_tables_commands_and_reasons():
   assert "| demo train step (JAX) consumes (section 1) | 20.0 [18.0-21.0] | - |" in text
   assert text.rstrip().endswith("Profile: the gap is in the attention.")
   assert text.count("| 8 |") >= 2  # The bytes row and the compile row of 8 devices.
+
+
+def test_no_ratio_when_the_two_sides_compute_other_losses():
+  from benchmarks import train_step
+
+  assert train_step.same_loss(22.76709, 22.76709 + 1e-4)  # 4e-6 relative
+  assert not train_step.same_loss(11.88, 8.96)
+  assert not train_step.same_loss(0.5, 0.5 + 2e-5)  # below 1: absolute 1e-5
+  results = fake_results()
+  demo = results["measurements"]["train_step"]["variants"]["demo"]
+  demo.update(jax_over_torch=None, first_loss={"jax": 12.87, "torch": 9.2})
+  results["measurements"]["decode"]["tokens_equal"]["torch_vs_cached"] = False
+  results["summary"] = report.summarize(results["measurements"])
+  assert results["summary"]["train_step_speed_jax_over_torch"] is None
+  assert results["summary"]["decode_speed_jax_over_torch"] is None
+  text = report.render(results)
+  assert "No ratio for demo: the first losses differ" in text
+  assert "| demo | 32 | 96px x 10 | 20.0 [18.0-21.0] | 10.0 [9.0-12.0] | - |" in text
 
 
 def test_only_rejects_unknown_measurements(capsys):
@@ -205,5 +228,38 @@ def test_torch_losses_match_the_jax_losses():
        torch_side.mil_bce(torch.from_numpy(probs), torch.from_numpy(labels),
                           torch.from_numpy(has))),
   ]
+  frame_probs = rng.random((b, t, 2, classes)).astype(np.float32)
+  onehot = np.eye(classes, dtype=np.float32)[[0, 2, 5]]
+  events = (rng.random((b, t)) < 0.5).astype(np.float32)
+  maps = rng.random((b, t, 3, 3)).astype(np.float32)
+  maps /= maps.sum(axis=(2, 3), keepdims=True)
+  focus = np.array([0, 3, 1], np.int32)
+  focus_map = rng.random((b, 16, 16)).astype(np.float32)
+  task_id = np.array([0, 4, 4], np.int32)
+  task_weights = np.array([1.0, 1.0, 1.0, 1.0, 2.0], np.float32)
+  t_ = torch.from_numpy
+  pairs += [
+      (losses.mil_bce(probs, labels, has, 2.0), torch_side.mil_bce(t_(probs), t_(labels),
+                                                                   t_(has), 2.0)),
+      (losses.event_segment_bce(frame_probs, onehot, events, has, mask),
+       torch_side.event_segment_bce(t_(frame_probs), t_(onehot), t_(events), t_(has),
+                                    t_(mask))),
+      (losses.map_loss(maps, focus, focus_map, has),
+       torch_side.map_loss(t_(maps), t_(focus), t_(focus_map), t_(has))),
+  ]
+  # The token loss with the tasks' loss weights and label smoothing, as steps.compute_loss.
+  loss_cfg = ml_collections.ConfigDict({"label_smoothing": 0.1, "contrastive_weight": 0.0,
+                                        "contrastive_temperature": 0.07, "mil_weight": 0.0,
+                                        "mil_positive_weight": 1.0, "map_weight": 0.0,
+                                        "event_weight": 0.0})
+  outputs = {"logits": logits, "audio_embed": audio, "visual_embed": visual,
+             "mil_video_probs": probs}
+  batch = {"target_tokens": targets, "target_weights": weights, "task_id": task_id,
+           "segment_mask": mask, "log_mel": rng.normal(size=(b, t, 4, 4)).astype(np.float32),
+           "weak_labels": labels, "has_weak": has}
+  want, _ = steps.compute_loss(outputs, batch, loss_cfg, jnp.asarray(task_weights))
+  got = torch_side.total_loss({k: t_(v) for k, v in outputs.items()},
+                              {k: t_(v) for k, v in batch.items()}, loss_cfg, t_(task_weights))
+  pairs.append((want, got))
   for want, got in pairs:
     np.testing.assert_allclose(float(got), float(want), rtol=1e-5, atol=1e-6)
