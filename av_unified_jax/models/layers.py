@@ -52,7 +52,8 @@ class DenseGeneral(nn.Module):
     # and XLA:CPU hands a plain matrix to its GEMM instead of relaying out a multi-axis kernel.
     fan_in, fan_out = math.prod(shape[:n]), math.prod(self.features)
     y = jnp.dot(x.astype(dtype).reshape(-1, fan_in), kernel.astype(dtype).reshape(fan_in, fan_out))
-    return y.reshape(x.shape[:-n] + self.features) + bias.astype(dtype)
+    y = y + bias.astype(dtype).reshape(fan_out)  # Its gradient: one column sum of [rows, out].
+    return y.reshape(x.shape[:-n] + self.features)
 
 
 def dense(cfg: ModelConfig, features, kernel_names, in_dims: int = 1, name=None):
