@@ -11,6 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from av_unified_jax.models import losses
 from av_unified_jax.tokens import TASKS
 
 
@@ -94,8 +95,6 @@ def event_segment_bce(frame_probs, weak_labels, event_segments, has_events, segm
 def map_loss(loc_maps, focus_segment, focus_map, has_focus_map):
   """`losses.map_loss`: loc_maps float[B, T, h, w], focus_segment int[B], focus_map
   float[B, G, G], has_focus_map bool[B]."""
-  from av_unified_jax.models import losses  # Late: the area matrices, numpy only.
-
   b, _, h, w = loc_maps.shape
   m = loc_maps.float()[torch.arange(b), focus_segment.long()]  # [B, h, w]
   g_h, g_w = focus_map.shape[1:]
