@@ -92,6 +92,32 @@ def test_corpus_words_are_single_pieces(tok):
         tok.text.piece_to_id(p) for p in ("Is", " there", " a", " voiceover", "?")]
 
 
+def test_answers_named_in_questions_use_the_answer_token(tok):
+    """A one-word answer (an instrument) inside a question is the space token and then the
+    answer's own token, the one the decoder emits; a word that is no label keeps its
+    space-prefixed piece."""
+    questions = [q for q in avqa_questions() if " violin" in q]
+    assert questions
+    violin, space = tok.text.piece_to_id("violin"), tok.text.piece_to_id(" ")
+    assert tok.text.piece_to_id(" violin") is None
+    for q in questions:
+        ids = tok.text.encode(q)
+        assert tok.text.decode(ids) == q
+        at = ids.index(violin)
+        assert ids[at - 1] == space, q
+    assert tok.text.piece_to_id(" there") is not None
+
+
+def test_shared_words_get_their_own_piece():
+    text = tokens.TextTokenizer.train(["Is the dog barking?"] * 3, min_count=2,
+                                      shared_words=["dog", "cat", "two words"])
+    ids = text.encode("Is the dog barking? the cat")
+    assert [text.id_to_piece(i) for i in ids] == [
+        "Is", " the", " ", "dog", " barking", "?", " the", " ", "cat"]
+    plain = tokens.TextTokenizer.train(["Is the dog barking?"] * 3, min_count=2)
+    assert plain.piece_to_id(" dog") is not None and plain.piece_to_id("dog") is None
+
+
 def test_case_and_unseen_text_fall_back_to_characters_and_bytes(tok):
     assert tok.text.encode("violin") != tok.text.encode("Violin")
     unseen = "Zyxw \u2581ünïcødé\t🎻 ？"

@@ -15,7 +15,10 @@ Algorithm:
     character alone). Concatenating the pre-pieces gives the string back exactly.
   * Vocabulary, in id order: the 256 byte tokens, every printable ASCII character and every
     character of the corpus (sorted by code point), then the corpus pre-pieces that are longer
-    than one character, by decreasing count, ties by the piece string.
+    than one character, by decreasing count, ties by the piece string. A *shared word* (a
+    class name or answer given to `train`) gets no space-prefixed piece: inside a sentence it
+    is encoded as the space and then the word's own piece, so a question that names a class
+    uses the very token that labels and answers use.
   * Encoding one pre-piece: its own id if it is in the vocabulary; else, if it starts with a
     space and the rest is a known piece, the space then that piece; else character by
     character, each character's id or, for an unknown character, its UTF-8 bytes.
@@ -59,13 +62,16 @@ class TextTokenizer:
     # ---------------------------------------------------------------- training
     @classmethod
     def train(cls, corpus: Iterable[str], min_count: int = 1,
-              max_words: int | None = None) -> TextTokenizer:
+              max_words: int | None = None, shared_words: Iterable[str] = ()) -> TextTokenizer:
         """Builds the vocabulary from a corpus of strings (deterministic).
 
         Args:
           corpus: strings (labels, answers, prompts, questions); order does not matter.
           min_count: a multi-character pre-piece needs this many occurrences to become a piece.
           max_words: keep at most this many multi-character pieces (the most frequent).
+          shared_words: words (single pre-pieces without a leading space, e.g. class names)
+            whose space-prefixed form is not made a piece, so that " word" encodes as " " and
+            then the piece "word".
         """
         counts: collections.Counter[str] = collections.Counter()
         chars = set(_ASCII)
@@ -74,6 +80,11 @@ class TextTokenizer:
                 raise TypeError(f"text corpus entries must be str, got {type(text).__name__}")
             chars.update(text)
             counts.update(p for p in pre_pieces(text) if len(p) > 1)
+        shared = {w for w in shared_words if pre_pieces(w) == [w] and not w.startswith(" ")}
+        for word in shared:
+            counts.pop(" " + word, None)
+            if len(word) > 1:  # Its own piece, even where the corpus never has it alone.
+                counts[word] = max(counts[word], min_count)
         words = sorted((p for p, n in counts.items() if n >= min_count),
                        key=lambda p: (-counts[p], p))
         if max_words is not None:

@@ -73,6 +73,8 @@ class Tokenizer:
               max_avvp_groups: int = 16, prompts: Mapping[str, str] | None = None,
               min_count: int = 1) -> Tokenizer:
         """Trains the text tokenizer on labels + prompts + extra_text and builds the layout.
+        Labels that are single words are shared words of the text tokenizer (see
+        `TextTokenizer.train`).
 
         Args:
           label_sets: label strings of "ave", "avvp" and "avqa" (those in `tasks`), in class
@@ -96,7 +98,11 @@ class Tokenizer:
         prompts = {**DEFAULT_PROMPTS, **(prompts or {})}
         corpus = [s for labels in label_sets.values() for s in labels]
         corpus += list(prompts.values()) + list(extra_text)
-        text = TextTokenizer.train(corpus, min_count=min_count)
+        # A class name or answer that is one word keeps one token everywhere: a question that
+        # names it uses the label's own token (after a space token), not a piece of its own.
+        text = TextTokenizer.train(corpus, min_count=min_count,
+                                   shared_words=[s for labels in label_sets.values()
+                                                 for s in labels])
         layout = VocabLayout(tasks=tuple(tasks), max_time=max_time, num_loc_bins=num_loc_bins,
                              num_mask_codes=num_mask_codes, text_vocab_size=text.vocab_size)
         return cls(layout, text, label_sets, prompts, mask_grid, max_avvp_groups)
