@@ -109,14 +109,11 @@ def compute_loss(outputs: Mapping[str, jax.Array], batch: Batch, loss_cfg,
     `target_tokens`, `examples`.
   """
   task_mask = jax.nn.one_hot(batch["task_id"], len(TASKS), dtype=jnp.float32)  # [B, tasks]
-  sums, counts = [], []
-  for i in range(len(TASKS)):  # XLA shares the log-softmax between the five calls.
-    weights = batch["target_weights"] * task_mask[:, i:i + 1]  # [B, Lt]
-    ce_sum, count = losses.token_cross_entropy(
-        outputs["logits"], batch["target_tokens"], weights, loss_cfg.label_smoothing)
-    sums.append(ce_sum)
-    counts.append(count)
-  task_sum, task_count = jnp.stack(sums), jnp.stack(counts)  # [tasks]
+  ce = losses.token_cross_entropies(outputs["logits"], batch["target_tokens"],
+                                    loss_cfg.label_smoothing)  # [B, Lt]
+  weights = batch["target_weights"].astype(jnp.float32)  # [B, Lt]
+  task_sum = jnp.sum((ce * weights).sum(-1)[:, None] * task_mask, axis=0)  # [tasks]
+  task_count = jnp.sum(weights.sum(-1)[:, None] * task_mask, axis=0)  # [tasks]
   if token_norm is None:
     token_norm = task_count
   present = (token_norm > 0).astype(jnp.float32)  # [tasks]

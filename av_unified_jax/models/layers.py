@@ -7,6 +7,7 @@ and every block output is constrained to `("batch", "length", "embed")`. Blocks 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -47,9 +48,12 @@ class DenseGeneral(nn.Module):
                         cfg.params_dtype)
     bias = self.param("bias", zeros_init(self.kernel_names[n:]), self.features, cfg.params_dtype)
     dtype = cfg.compute_dtype
-    contract = (tuple(range(x.ndim - n, x.ndim)), tuple(range(n)))
-    y = jax.lax.dot_general(x.astype(dtype), kernel.astype(dtype), (contract, ((), ())))
-    return y + bias.astype(dtype)
+    # One 2-D matrix product [rows, in] x [in, out]: the reshapes are free (contiguous axes),
+    # and XLA:CPU hands a plain matrix to its GEMM instead of relaying out a multi-axis kernel.
+    fan_in, fan_out = math.prod(shape[:n]), math.prod(self.features)
+    y = jnp.dot(x.astype(dtype).reshape(-1, fan_in), kernel.astype(dtype).reshape(fan_in, fan_out))
+    y = y + bias.astype(dtype).reshape(fan_out)  # Its gradient: one column sum of [rows, out].
+    return y.reshape(x.shape[:-n] + self.features)
 
 
 def dense(cfg: ModelConfig, features, kernel_names, in_dims: int = 1, name=None):
@@ -85,12 +89,13 @@ def attend(q, k, v, mask, dtype):
   Returns: ([B, Lq, H, Dh] in dtype, float32 probabilities [B, H, Lq, Lk]).
   """
   scale = q.shape[-1] ** -0.5
-  logits = jnp.einsum("bqhd,bkhd->bhqk", q * scale, k).astype(jnp.float32)  # [B, H, Lq, Lk]
+  qh, kh, vh = (jnp.swapaxes(a, 1, 2) for a in (q * scale, k, v))  # [B, H, L, Dh]
+  logits = jnp.matmul(qh, jnp.swapaxes(kh, -1, -2)).astype(jnp.float32)  # [B, H, Lq, Lk]
   if mask is not None:
     logits = jnp.where(mask, logits, NEG_INF)
   probs = jax.nn.softmax(logits, axis=-1)
-  out = jnp.einsum("bhqk,bkhd->bqhd", probs.astype(dtype), v)  # [B, Lq, H, Dh]
-  return out, probs
+  out = jnp.matmul(probs.astype(dtype), vh)  # [B, H, Lq, Dh]
+  return jnp.swapaxes(out, 1, 2), probs
 
 
 def padding_mask(q_len: int, key_mask):

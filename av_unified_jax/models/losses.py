@@ -21,14 +21,22 @@ def token_cross_entropy(logits, targets, weights, label_smoothing: float = 0.0):
     label_smoothing in [0, 1): mass spread uniformly over the vocabulary.
   Returns: (sum of weighted per-token losses, sum of weights), float32 scalars.
   """
-  logits = logits.astype(jnp.float32)
-  vocab = logits.shape[-1]
-  onehot = jax.nn.one_hot(targets, vocab, dtype=jnp.float32)  # [B, L, V]
-  if label_smoothing:
-    onehot = onehot * (1.0 - label_smoothing) + label_smoothing / vocab
-  loss = optax.softmax_cross_entropy(logits, onehot)  # [B, L]
+  loss = token_cross_entropies(logits, targets, label_smoothing)  # [B, L]
   weights = weights.astype(jnp.float32)
   return (loss * weights).sum(), weights.sum()
+
+
+def token_cross_entropies(logits, targets, label_smoothing: float = 0.0):
+  """Per-token cross-entropy float32[B, L] of logits float[B, L, V] against targets int32[B, L],
+  with `label_smoothing` of the mass spread uniformly over the vocabulary. No [B, L, V] one-hot
+  is built: ce = lse - (1 - s) * logit[target] - s * mean(logits)."""
+  logits = logits.astype(jnp.float32)
+  lse = jax.nn.logsumexp(logits, axis=-1)  # [B, L]
+  picked = jnp.take_along_axis(logits, targets[..., None].astype(jnp.int32), axis=-1)[..., 0]
+  loss = lse - picked
+  if label_smoothing:
+    loss = (1.0 - label_smoothing) * loss + label_smoothing * (lse - logits.mean(axis=-1))
+  return loss
 
 
 def task_token_weights(target_weights, task_id, task_loss_weights: Sequence[float]):
