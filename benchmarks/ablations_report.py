@@ -35,6 +35,15 @@ CLAIMS = {
     "no_task_prompts": "Task-specific prompts help",
 }
 
+# What switching a component off removes (models/config.py), for the reader of the tables.
+SWITCH_NOTES = {
+    "no_temporal_multiscale": "one 1-s temporal scale and no task-aware mix of scales",
+    "no_spatial_guidance": "uniform spatial maps and a mean-pooled visual vector: no audio "
+                           "guidance, and no sound-source map for SSL and AVS to read",
+    "no_task_prompts": "the prompt enters neither the fused memory nor the scale mix, so AVQA "
+                       "never sees its question and AVS not its second",
+}
+
 
 def seed_values(record: dict, run: str, split: str, task: str) -> list[float]:
   """The run's headline values of `task` on `split`, one per finished seed."""
@@ -79,6 +88,19 @@ def run_names(record: dict) -> list[str]:
   return sorted(names, key=lambda n: (n != "full", not n.startswith("no_"), names.index(n)))
 
 
+def run_lines(record: dict) -> list[str]:
+  """One line per run: its config difference and, for a switch, what it removes."""
+  lines = []
+  for name in run_names(record):
+    rec = next(r for r in record["runs"].values() if r["run"] == name)
+    diff = ", ".join(f"`{k}={v}`" for k, v in rec.get("overrides", {}).items())
+    if name.startswith("only_"):
+      diff = f"every other task's sampling weight 0 ({diff})"
+    note = f": {SWITCH_NOTES[name]}" if name in SWITCH_NOTES else ""
+    lines.append(f"- `{name}`: {diff or 'configs/demo.py as it is'}{note}")
+  return lines
+
+
 def table(record: dict, split: str) -> str:
   names = run_names(record)
   lines = ["| run | " + " | ".join(METRIC_NAMES[t] for t in TASK_ORDER) + " | wall (min) |",
@@ -120,7 +142,7 @@ def markdown(record: dict, chart_name: str) -> str:
          f"{seeds}, {hours:.1f} h of training and evaluation in all, commit(s) {', '.join(commits)}. "
          "Each cell is the mean over seeds [lowest, highest] (seeds), in percent. A difference "
          "is called real only when the two runs' seed ranges do not overlap.", "",
-         f"![headline metrics per run]({chart_name})", ""]
+         f"![headline metrics per run]({chart_name})", "", "Runs:", ""] + run_lines(record) + [""]
   for split in ("test", "test_novel"):
     out += [f"## {SPLIT_TITLES[split]}", "", table(record, split), "",
             f"### The paper's claims on {split}", ""] + verdicts(record, split) + [""]

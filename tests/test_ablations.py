@@ -133,6 +133,7 @@ def test_study_records_each_run_and_resumes(fake_study, tmp_path):
   assert "- ave: full vs alone: 60.5 vs 58.5 (+2.0): **holds**, beyond the seed spread" in text
   assert "- avqa: full vs `no_task_prompts`: 60.5 vs 50.5 (+10.0): **holds**" in text
   assert "| strongest trivial baseline | 25.0 (all background) |" in text
+  assert "- `no_task_prompts`: `model.use_task_prompts=False`: the prompt enters" in text
   assert study.chart.stat().st_size > 1000
 
 
