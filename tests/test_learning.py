@@ -143,10 +143,10 @@ def test_every_task_beats_the_baselines_on_its_clips(trained):
   # steps of 25 points).
   for task, points in (("ave", 30), ("avvp", 15), ("ssl", 50), ("avs", 10)):
     assert margin(rows[task]) >= points, rows[task]
-  # AVQA: one video's questions, whose answers the per-type baseline, fitted on these same
-  # clips, also knows; the model must answer (nearly) all of them.
+  # AVQA: one video's questions (nine), whose answers the per-type baseline, fitted on these
+  # same clips, also knows; the model must answer all of them but at most one.
   avqa = {k: rows["avqa"][k] for k in ("model", "baseline")}
-  assert avqa["model"] >= 0.9, avqa
+  assert avqa["model"] >= 8 / 9 - 1e-9, avqa
 
 
 if __name__ == "__main__":  # The `trained` fixture's process: python test_learning.py DEMO WORK
