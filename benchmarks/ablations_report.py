@@ -131,7 +131,7 @@ def verdicts(record: dict, split: str) -> list[str]:
 
 def markdown(record: dict, chart_name: str) -> str:
   study = record.get("study", {})
-  finished = [r for r in record.get("runs", {}).values()]
+  finished = list(record.get("runs", {}).values())
   hours = sum(r["wall_seconds"] for r in finished) / 3600
   seeds = sorted({int(r["seed"]) for r in finished})
   commits = sorted({r.get("commit", "?") for r in finished})

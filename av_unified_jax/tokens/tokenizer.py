@@ -96,13 +96,11 @@ class Tokenizer:
                              f"{LABELLED_TASKS}")
         label_sets = {t: tuple(label_sets[t]) for t in LABELLED_TASKS if t in tasks}
         prompts = {**DEFAULT_PROMPTS, **(prompts or {})}
-        corpus = [s for labels in label_sets.values() for s in labels]
-        corpus += list(prompts.values()) + list(extra_text)
+        labels = [s for names in label_sets.values() for s in names]
+        corpus = labels + list(prompts.values()) + list(extra_text)
         # A class name or answer that is one word keeps one token everywhere: a question that
         # names it uses the label's own token (after a space token), not a piece of its own.
-        text = TextTokenizer.train(corpus, min_count=min_count,
-                                   shared_words=[s for labels in label_sets.values()
-                                                 for s in labels])
+        text = TextTokenizer.train(corpus, min_count=min_count, shared_words=labels)
         layout = VocabLayout(tasks=tuple(tasks), max_time=max_time, num_loc_bins=num_loc_bins,
                              num_mask_codes=num_mask_codes, text_vocab_size=text.vocab_size)
         return cls(layout, text, label_sets, prompts, mask_grid, max_avvp_groups)
