@@ -1,7 +1,8 @@
 """ABLATIONS.md and its bar chart from the ablation study's json (`benchmarks.ablations`).
 
 Per split a table: rows = runs, columns = each task's headline metric as the mean over seeds
-with the seeds' range; then, claim by claim, a verdict per task. A difference counts only
+with the seeds' range; then, claim by claim, a verdict per task, summed up first in plain
+words (the tasks each claim holds for, is reversed for, or leaves undecided). A difference counts only
 when the two runs' seed ranges do not overlap ("beyond the seed spread"); with one seed per
 run there is no spread, and the verdict says so.
 """
@@ -82,6 +83,46 @@ def compare(full: Sequence[float], other: Sequence[float]) -> str:
   return f"{text}: within the seed spread, undecided"
 
 
+def outcome(full: Sequence[float], other: Sequence[float]) -> str:
+  """One of "holds", "reversed", "undecided" (ranges overlap), "one seed", "not measured"."""
+  if not full or not other:
+    return "not measured"
+  if len(full) < 2 or len(other) < 2:
+    return "one seed"
+  if min(full) > max(other):
+    return "holds"
+  if max(full) < min(other):
+    return "reversed"
+  return "undecided"
+
+
+# How `plain_words` names each outcome, in the order it lists them.
+OUTCOME_WORDS = {
+    "holds": "holds, beyond the seed spread, for",
+    "reversed": "is reversed (the run without it does better, beyond the seed spread) for",
+    "undecided": "cannot be told from the seed spread for",
+    "one seed": "is not judged yet (one seed) for",
+    "not measured": "is not measured yet for",
+}
+
+
+def plain_words(record: dict, split: str) -> list[str]:
+  """Claim by claim, which tasks it holds for, which it is reversed for and which the seed
+  spread leaves undecided, each with the difference of the means in points."""
+  lines = []
+  for claim, words in CLAIMS.items():
+    groups: dict[str, list[str]] = {}
+    for task in TASK_ORDER:
+      other = seed_values(record, f"only_{task}" if claim == "joint" else claim, split, task)
+      full = seed_values(record, "full", split, task)
+      kind = outcome(full, other)
+      diff = f" ({100 * (np.mean(full) - np.mean(other)):+.1f})" if full and other else ""
+      groups.setdefault(kind, []).append(f"{task.upper()}{diff}")
+    parts = [f"{OUTCOME_WORDS[k]} {', '.join(groups[k])}" for k in OUTCOME_WORDS if k in groups]
+    lines.append(f"- **{words}**: {'; '.join(parts)}.")
+  return lines
+
+
 def run_names(record: dict) -> list[str]:
   """Runs in the record, in first-seen order with `full` first."""
   names = list(dict.fromkeys(r["run"] for r in record.get("runs", {}).values()))
@@ -143,6 +184,11 @@ def markdown(record: dict, chart_name: str) -> str:
          "Each cell is the mean over seeds [lowest, highest] (seeds), in percent. A difference "
          "is called real only when the two runs' seed ranges do not overlap.", "",
          f"![headline metrics per run]({chart_name})", "", "Runs:", ""] + run_lines(record) + [""]
+  for split in ("test", "test_novel"):
+    out += [f"## In plain words: {SPLIT_TITLES[split]}", "",
+            "Each claim against the run without its component (for joint training: each "
+            "task trained alone); in brackets the full model's mean minus the other run's, "
+            "in points.", ""] + plain_words(record, split) + [""]
   for split in ("test", "test_novel"):
     out += [f"## {SPLIT_TITLES[split]}", "", table(record, split), "",
             f"### The paper's claims on {split}", ""] + verdicts(record, split) + [""]

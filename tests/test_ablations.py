@@ -133,6 +133,12 @@ def test_study_records_each_run_and_resumes(fake_study, tmp_path):
   assert "- ave: full vs alone: 60.5 vs 58.5 (+2.0): **holds**, beyond the seed spread" in text
   assert "- avqa: full vs `no_task_prompts`: 60.5 vs 50.5 (+10.0): **holds**" in text
   assert "| strongest trivial baseline | 25.0 (all background) |" in text
+  summary = text.split("## In plain words: test ")[1].split("\n## ")[0]
+  assert ("- **Training on all five tasks jointly beats training each task alone**: holds, "
+          "beyond the seed spread, for AVE (+2.0); is not measured yet for AVVP, AVQA, SSL, "
+          "AVS.") in summary
+  assert ("- **Task-specific prompts help**: holds, beyond the seed spread, for AVE (+10.0), "
+          "AVVP (+10.0), AVQA (+10.0), SSL (+10.0), AVS (+10.0).") in summary
   assert "- `no_task_prompts`: `model.use_task_prompts=False`: the prompt enters" in text
   assert study.chart.stat().st_size > 1000
 
@@ -143,6 +149,19 @@ def test_study_of_other_steps_is_refused(fake_study, tmp_path):
                                     "baselines": {}}))
   with pytest.raises(ValueError, match="800 steps per run, not 40"):
     ablations.run_study(study, 1, only=["full"], work_root=tmp_path / "runs")
+
+
+def test_plain_words_sort_tasks_by_outcome():
+  def run(name, seed, **values):
+    return {"run": name, "seed": seed, "metrics": {"test": values}}
+  record = {"runs": {
+      "a": run("full", 0, ave=0.5, avvp=0.3), "b": run("full", 1, ave=0.6, avvp=0.4),
+      "c": run("no_task_prompts", 0, ave=0.7, avvp=0.35),
+      "d": run("no_task_prompts", 1, ave=0.8, avvp=0.45)}}
+  line = ablations_report.plain_words(record, "test")[3]
+  assert line.startswith("- **Task-specific prompts help**: is reversed")
+  assert "for AVE (-20.0); cannot be told from the seed spread for AVVP (-5.0); is not " \
+      "measured yet for AVQA, SSL, AVS." in line
 
 
 def test_verdict_words():
