@@ -205,8 +205,9 @@ def chart(record: dict, out_path: Path) -> Path:
     for k, name in enumerate(names):
       vals = [seed_values(record, name, split, t) for t in TASK_ORDER]
       mean = np.array([100 * np.mean(v) if v else np.nan for v in vals])
-      low = np.array([100 * (np.mean(v) - min(v)) if v else 0 for v in vals])
-      high = np.array([100 * (max(v) - np.mean(v)) if v else 0 for v in vals])
+      # Clipped at 0: equal seeds give a mean a rounding error off their common value.
+      low = np.array([max(0.0, 100 * (np.mean(v) - min(v))) if v else 0 for v in vals])
+      high = np.array([max(0.0, 100 * (max(v) - np.mean(v))) if v else 0 for v in vals])
       ax.bar(x + (k - (len(names) - 1) / 2) * width, mean, width, yerr=[low, high],
              label=name, capsize=2)
     base = record.get("baselines", {}).get(split, {})

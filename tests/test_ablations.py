@@ -164,6 +164,16 @@ def test_plain_words_sort_tasks_by_outcome():
       "measured yet for AVQA, SSL, AVS." in line
 
 
+def test_chart_takes_seeds_with_equal_values(tmp_path):
+  """Three seeds of 0.1 have a float mean just above 0.1; the error bars must not go negative."""
+  runs = {f"full/seed{k}": {"run": "full", "seed": k, "wall_seconds": 60.0,
+                            "metrics": {"test": {"ssl": 0.1}, "test_novel": {"ssl": 0.2}}}
+          for k in range(3)}
+  assert np.mean([0.1] * 3) > 0.1
+  out = ablations_report.chart({"runs": runs}, tmp_path / "chart.png")
+  assert out.stat().st_size > 1000
+
+
 def test_verdict_words():
   assert "within the seed spread" in ablations_report.compare([0.5, 0.6], [0.55, 0.7])
   assert "**reversed**" in ablations_report.compare([0.4, 0.45], [0.5, 0.6])
