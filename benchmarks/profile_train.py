@@ -6,6 +6,12 @@ profiler, its op time grouped by kind.
 
 JAX ops are read from a `jax.profiler` trace (XLA's fusions and library calls by name,
 numbered suffixes dropped); PyTorch ops from `torch.profiler` (self CPU time per aten op).
+
+It also prints what bounds the JAX/PyTorch ratio: the FLOPs of the JAX forward and forward +
+backward (XLA's cost analysis) with the rate each ran at, and the op time spent in matrix
+products (YNNPACK fusions, which may carry fused elementwise work, and XLA's own dots): the
+PyTorch forward + backward divided by that time is the ratio the JAX step would reach if
+every other op cost nothing.
 """
 
 from __future__ import annotations
@@ -29,6 +35,8 @@ from benchmarks.run import cpu_threads
 
 NOT_OPS = ("ThunkExecutor", "$", "SlinkyThreadPool", "PjitFunction", "CommonPjRt",
            "Handle inputs")
+# Op kinds of a JAX trace that are matrix products (library calls and XLA's dot emitters).
+MATMUL_OPS = ("ynn_fusion", "dot_general", "dot", "onednn_matmul", "xnn_fusion")
 
 
 def _modules():
@@ -80,6 +88,18 @@ def torch_op_times(fn, steps: int = 2) -> collections.Counter:
                               for r in prof.key_averages()})
 
 
+def flops(jitted, *args) -> float:
+  """FLOPs of one call of a jitted function, from XLA's cost analysis of its compiled form."""
+  analysis = jitted.lower(*args).compile().cost_analysis()
+  analysis = analysis[0] if isinstance(analysis, list) else analysis
+  return float(analysis.get("flops", 0.0))
+
+
+def matmul_share(times: collections.Counter) -> float:
+  """Microseconds per call spent in matrix-product op kinds (`MATMUL_OPS`)."""
+  return sum(us for name, us in times.items() if name in MATMUL_OPS)
+
+
 def print_top(title: str, times: collections.Counter, top: int) -> None:
   total = sum(times.values())
   print(f"{title}: {total / 1e3:,.0f} ms of op time per call (all threads)")
@@ -127,8 +147,18 @@ def main(argv=None) -> int:
   for name, s in seconds.items():
     st = timing.stats(s, "s")
     print(f"  {name:24s} {st['median']:.3f} [{st['min']:.3f}-{st['max']:.3f}]")
-  print_top("JAX forward+backward", jax_op_times(fns["jax forward+backward"]), args.top)
+  median = {name: timing.stats(s, "s")["median"] for name, s in seconds.items()}
+  for name, fn in (("forward", loss), ("forward+backward", grad)):
+    f = flops(fn, params, jb)
+    print(f"  jax {name}: {f / 1e9:.1f} GFLOP at {f / 1e9 / median['jax ' + name]:.0f} GFLOP/s")
+  jax_ops = jax_op_times(fns["jax forward+backward"])
+  print_top("JAX forward+backward", jax_ops, args.top)
   print_top("PyTorch forward+backward", torch_op_times(torch_fwd_bwd), args.top)
+  mm = matmul_share(jax_ops) / 1e6  # seconds
+  print(f"JAX matrix products ({', '.join(MATMUL_OPS)}): {1e3 * mm:.0f} ms of "
+        f"{sum(jax_ops.values()) / 1e3:.0f} ms op time; forward+backward ratio with every "
+        f"other op free: {median['torch forward+backward'] / mm:.2f} "
+        f"(measured: {median['torch forward+backward'] / median['jax forward+backward']:.2f})")
   return 0
 
 

@@ -64,7 +64,7 @@ def make_plan(quick: bool) -> Plan:
 
   if quick:
     return Plan(train=(Setting("tiny", 8, 3, 5), Setting("demo", 32, 1, 5)),
-                decode_batch=4, decode_repeats=5, demo_clips=12, pipeline_batches=4,
+                decode_batch=4, decode_repeats=5, demo_clips=48, pipeline_batches=4,
                 pipeline_repeats=3, conversion_clips=3, conversion_repeats=2,
                 conversion_processes=(1,), compile_config="tiny", compile_devices=(8,),
                 fsdp_timeout_s=600, mfu_batch=8, mfu_repeats=3)

@@ -1,6 +1,7 @@
 """Benchmark harness: statistics, summary ratios and targets, the rendered report, byte
 counting under shardings, and the PyTorch loss mirror. No timings are asserted."""
 
+import collections
 import copy
 
 import jax
@@ -13,7 +14,7 @@ from jax.sharding import PartitionSpec as P
 
 from av_unified_jax import steps
 from av_unified_jax.models import losses
-from benchmarks import fsdp_memory, report, run, timing
+from benchmarks import fsdp_memory, profile_train, report, run, timing
 
 
 def s(median, lo=None, hi=None, unit="x/s"):
@@ -187,6 +188,24 @@ def test_only_rejects_unknown_measurements(capsys):
 
 
 # ----------------------------------------------------------------------------- fsdp bytes
+def test_profile_flops_of_a_matrix_product():
+  a, b = jnp.ones((64, 32), jnp.float32), jnp.ones((32, 16), jnp.float32)
+  assert profile_train.flops(jax.jit(jnp.matmul), a, b) == pytest.approx(2 * 64 * 32 * 16,
+                                                                          rel=0.05)
+
+
+def test_profile_matmul_share_counts_only_matrix_products():
+  times = collections.Counter({"ynn_fusion": 300.0, "dot_general": 20.0, "dot": 5.0,
+                               "copy_bitcast_fusion": 40.0, "wrapped_broadcast": 30.0})
+  assert profile_train.matmul_share(times) == 325.0
+
+
+def test_quick_plan_builds_the_full_runs_demo_dataset():
+  # A 12-clip split made grain's index shuffle (about 23 ms / rows per example) a third of
+  # the measured pipeline time; both plans share one cached 48-clip dataset.
+  assert run.make_plan(quick=True).demo_clips == run.make_plan(quick=False).demo_clips == 48
+
+
 def test_device_bytes_counts_each_shard():
   devices = jax.devices()[:8]
   mesh = jax.make_mesh((8,), ("fsdp",), devices=devices)
