@@ -144,10 +144,10 @@ def main(argv=None) -> int:
   seconds = timing.interleaved(fns, args.repeats)
   print(f"{args.config} variant, batch {args.batch}, {threads} threads, "
         f"load {os.getloadavg()[0]:.1f}; seconds, median [min-max] of {args.repeats}:")
-  for name, s in seconds.items():
-    st = timing.stats(s, "s")
+  stats = {name: timing.stats(s, "s") for name, s in seconds.items()}
+  for name, st in stats.items():
     print(f"  {name:24s} {st['median']:.3f} [{st['min']:.3f}-{st['max']:.3f}]")
-  median = {name: timing.stats(s, "s")["median"] for name, s in seconds.items()}
+  median = {name: st["median"] for name, st in stats.items()}
   for name, fn in (("forward", loss), ("forward+backward", grad)):
     f = flops(fn, params, jb)
     print(f"  jax {name}: {f / 1e9:.1f} GFLOP at {f / 1e9 / median['jax ' + name]:.0f} GFLOP/s")

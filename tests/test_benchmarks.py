@@ -187,7 +187,7 @@ def test_only_rejects_unknown_measurements(capsys):
   assert run.parse_args(["--only", "decode"]).only == ["decode"]
 
 
-# ----------------------------------------------------------------------------- fsdp bytes
+# ----------------------------------------------------------------------------- profiler, plan
 def test_profile_flops_of_a_matrix_product():
   a, b = jnp.ones((64, 32), jnp.float32), jnp.ones((32, 16), jnp.float32)
   assert profile_train.flops(jax.jit(jnp.matmul), a, b) == pytest.approx(2 * 64 * 32 * 16,
@@ -206,6 +206,7 @@ def test_quick_plan_builds_the_full_runs_demo_dataset():
   assert run.make_plan(quick=True).demo_clips == run.make_plan(quick=False).demo_clips == 48
 
 
+# ----------------------------------------------------------------------------- fsdp bytes
 def test_device_bytes_counts_each_shard():
   devices = jax.devices()[:8]
   mesh = jax.make_mesh((8,), ("fsdp",), devices=devices)
